@@ -1,0 +1,1 @@
+//! qpci domain: qube registry, PCI assignment policy, start/stop orchestration, hypervisor backends.
