@@ -93,7 +93,12 @@ impl PciAddress {
                 why: "is out of range",
             });
         }
-        Ok(Self { domain, bus, device, function })
+        Ok(Self {
+            domain,
+            bus,
+            device,
+            function,
+        })
     }
 
     /// The PCI domain (segment).
@@ -118,7 +123,10 @@ impl PciAddress {
 
     /// The same device's function 0 (where the multi-function bit lives).
     pub fn function0(&self) -> Self {
-        Self { function: 0, ..*self }
+        Self {
+            function: 0,
+            ..*self
+        }
     }
 
     /// `true` when `other` is a function of the same physical device.
@@ -245,7 +253,9 @@ impl FromStr for PciAddress {
         let parts: Vec<&str> = head.split(':').collect();
         match parts.as_slice() {
             [bus, device] => Self::from_fields(untrusted, None, bus, device, function),
-            [domain, bus, device] => Self::from_fields(untrusted, Some(domain), bus, device, function),
+            [domain, bus, device] => {
+                Self::from_fields(untrusted, Some(domain), bus, device, function)
+            }
             _ => Err(AddressError::Shape(quote(untrusted))),
         }
     }
@@ -286,7 +296,10 @@ mod tests {
     #[test]
     fn full_form() {
         let a = p("0000:00:1a.0").unwrap();
-        assert_eq!((a.domain(), a.bus(), a.device(), a.function()), (0, 0, 0x1a, 0));
+        assert_eq!(
+            (a.domain(), a.bus(), a.device(), a.function()),
+            (0, 0, 0x1a, 0)
+        );
         assert_eq!(a.to_string(), "0000:00:1a.0");
     }
 
@@ -309,12 +322,18 @@ mod tests {
 
     #[test]
     fn function_eight_is_refused() {
-        assert!(matches!(p("0000:00:1a.8"), Err(AddressError::Function { .. })));
+        assert!(matches!(
+            p("0000:00:1a.8"),
+            Err(AddressError::Function { .. })
+        ));
     }
 
     #[test]
     fn slot_0x20_is_refused() {
-        assert!(matches!(p("0000:00:20.0"), Err(AddressError::Device { .. })));
+        assert!(matches!(
+            p("0000:00:20.0"),
+            Err(AddressError::Device { .. })
+        ));
     }
 
     #[test]
@@ -331,7 +350,10 @@ mod tests {
     fn libvirt_name_round_trips() {
         let a = p("0000:03:00.1").unwrap();
         assert_eq!(a.libvirt_name(), "pci_0000_03_00_1");
-        assert_eq!(PciAddress::from_libvirt_name("pci_0000_03_00_1").unwrap(), a);
+        assert_eq!(
+            PciAddress::from_libvirt_name("pci_0000_03_00_1").unwrap(),
+            a
+        );
         assert!(PciAddress::from_libvirt_name("pci_0000_03_00").is_err());
     }
 

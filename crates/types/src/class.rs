@@ -14,7 +14,9 @@ pub struct ClassCode(u32);
 
 /// Why a class code text was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid PCI class {input}: {why} (expected 6 hex digits, optionally after 0x, such as 0x0c0330)")]
+#[error(
+    "invalid PCI class {input}: {why} (expected 6 hex digits, optionally after 0x, such as 0x0c0330)"
+)]
 pub struct ClassError {
     input: String,
     why: &'static str,
@@ -120,7 +122,15 @@ mod tests {
 
     #[test]
     fn refuses_bad_text() {
-        for bad in ["", "0x", "0x0c03", "0x0c03300", "0xzz0330", "+0c0330", "0x 0c033"] {
+        for bad in [
+            "",
+            "0x",
+            "0x0c03",
+            "0x0c03300",
+            "0xzz0330",
+            "+0c0330",
+            "0x 0c033",
+        ] {
             assert!(bad.parse::<ClassCode>().is_err(), "{bad}");
         }
     }

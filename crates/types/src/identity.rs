@@ -30,16 +30,22 @@ pub struct DeviceIdentity {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdentityError {
     /// Empty input.
-    #[error("empty device id: expected VENDOR:PRODUCT:SERIAL:INTERFACES such as 0x8086:0xa0ed::p0c0330")]
+    #[error(
+        "empty device id: expected VENDOR:PRODUCT:SERIAL:INTERFACES such as 0x8086:0xa0ed::p0c0330"
+    )]
     Empty,
     /// Input longer than any identity.
     #[error("device id is too long ({0} bytes): expected VENDOR:PRODUCT:SERIAL:INTERFACES")]
     TooLong(usize),
     /// Not four `:`-separated parts.
-    #[error("invalid device id {0}: expected VENDOR:PRODUCT:SERIAL:INTERFACES such as 0x8086:0xa0ed::p0c0330")]
+    #[error(
+        "invalid device id {0}: expected VENDOR:PRODUCT:SERIAL:INTERFACES such as 0x8086:0xa0ed::p0c0330"
+    )]
     Shape(String),
     /// A vendor, product or serial field with a bad character or length.
-    #[error("invalid device id {input}: {field} {value} {why} (allowed: letters, digits, '.', '_', '-')")]
+    #[error(
+        "invalid device id {input}: {field} {value} {why} (allowed: letters, digits, '.', '_', '-')"
+    )]
     Field {
         /// The whole input, quoted.
         input: String,
@@ -92,7 +98,9 @@ impl FromStr for DeviceInterface {
         let bytes = untrusted.as_bytes();
         let valid = bytes.len() == 7
             && matches!(bytes[0], b'p' | b'u' | b'b' | b'm' | b'?')
-            && bytes[1..].iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f' | b'*'));
+            && bytes[1..]
+                .iter()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f' | b'*'));
         if valid {
             Ok(Self(untrusted.to_owned()))
         } else {
@@ -176,7 +184,12 @@ fn hex16(field: &str) -> Option<u16> {
     u16::from_str_radix(digits, 16).ok()
 }
 
-fn check_field(input: &str, field: &'static str, value: &str, may_be_empty: bool) -> Result<String, IdentityError> {
+fn check_field(
+    input: &str,
+    field: &'static str,
+    value: &str,
+    may_be_empty: bool,
+) -> Result<String, IdentityError> {
     let err = |why| IdentityError::Field {
         input: quote(input),
         field,
@@ -189,13 +202,20 @@ fn check_field(input: &str, field: &'static str, value: &str, may_be_empty: bool
     if value.len() > 64 {
         return Err(err("is too long"));
     }
-    if !value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
+    if !value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
         return Err(err("has a character that is not allowed"));
     }
     // Hex ids compare case-insensitively in practice (libvirt and sysfs both
     // print lower case); store them lower-cased so equality is plain string
     // equality.
-    Ok(if value.starts_with("0x") { value.to_ascii_lowercase() } else { value.to_owned() })
+    Ok(if value.starts_with("0x") {
+        value.to_ascii_lowercase()
+    } else {
+        value.to_owned()
+    })
 }
 
 impl FromStr for DeviceIdentity {
@@ -221,7 +241,11 @@ impl FromStr for DeviceIdentity {
         let interfaces = interfaces
             .as_bytes()
             .chunks(7)
-            .map(|chunk| std::str::from_utf8(chunk).map_err(|_| IdentityError::Interface(quote(interfaces)))?.parse())
+            .map(|chunk| {
+                std::str::from_utf8(chunk)
+                    .map_err(|_| IdentityError::Interface(quote(interfaces)))?
+                    .parse()
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             vendor,
@@ -264,7 +288,10 @@ mod tests {
         let id = DeviceIdentity::pci(0x8086, 0xa0ed, ClassCode::new(0x0c, 0x03, 0x30));
         assert_eq!(id.to_string(), "0x8086:0xa0ed::p0c0330");
         assert_eq!(id, "0x8086:0xa0ed::p0c0330".parse().unwrap());
-        assert_eq!((id.vendor_id(), id.device_id()), (Some(0x8086), Some(0xa0ed)));
+        assert_eq!(
+            (id.vendor_id(), id.device_id()),
+            (Some(0x8086), Some(0xa0ed))
+        );
     }
 
     #[test]
@@ -278,7 +305,10 @@ mod tests {
     fn several_interfaces() {
         let id: DeviceIdentity = "0x1234:0x5678::p0c0330p028000".parse().unwrap();
         assert_eq!(id.interfaces().len(), 2);
-        assert_eq!(id.interfaces()[1].pci_class(), Some(ClassCode::new(2, 0x80, 0)));
+        assert_eq!(
+            id.interfaces()[1].pci_class(),
+            Some(ClassCode::new(2, 0x80, 0))
+        );
         assert_eq!(id.to_string(), "0x1234:0x5678::p0c0330p028000");
     }
 
@@ -295,10 +325,25 @@ mod tests {
 
     #[test]
     fn refusals() {
-        assert!(matches!("0x8086:0xa0ed:p0c0330".parse::<DeviceIdentity>(), Err(IdentityError::Shape(_))));
-        assert!(matches!("0x8086:0xa0ed::p0c033".parse::<DeviceIdentity>(), Err(IdentityError::Interface(_))));
-        assert!(matches!("0x8086:0xa0ed::x0c0330".parse::<DeviceIdentity>(), Err(IdentityError::Interface(_))));
-        assert!(matches!("0x80 86:0xa0ed::p0c0330".parse::<DeviceIdentity>(), Err(IdentityError::Field { .. })));
-        assert!(matches!(":0xa0ed::p0c0330".parse::<DeviceIdentity>(), Err(IdentityError::Field { .. })));
+        assert!(matches!(
+            "0x8086:0xa0ed:p0c0330".parse::<DeviceIdentity>(),
+            Err(IdentityError::Shape(_))
+        ));
+        assert!(matches!(
+            "0x8086:0xa0ed::p0c033".parse::<DeviceIdentity>(),
+            Err(IdentityError::Interface(_))
+        ));
+        assert!(matches!(
+            "0x8086:0xa0ed::x0c0330".parse::<DeviceIdentity>(),
+            Err(IdentityError::Interface(_))
+        ));
+        assert!(matches!(
+            "0x80 86:0xa0ed::p0c0330".parse::<DeviceIdentity>(),
+            Err(IdentityError::Field { .. })
+        ));
+        assert!(matches!(
+            ":0xa0ed::p0c0330".parse::<DeviceIdentity>(),
+            Err(IdentityError::Field { .. })
+        ));
     }
 }

@@ -57,7 +57,9 @@ pub enum OptionError {
         known: String,
     },
     /// A value that is not a boolean.
-    #[error("invalid value {value} for PCI option {name}: expected true/false, yes/no, 1/0 or on/off")]
+    #[error(
+        "invalid value {value} for PCI option {name}: expected true/false, yes/no, 1/0 or on/off"
+    )]
     NotBool {
         /// The option's name.
         name: &'static str,
@@ -140,7 +142,9 @@ impl AssignOptions {
     }
 
     /// Parses a list of `KEY=VALUE` texts; the first bad one is the error.
-    pub fn from_kv_list<'a>(untrusted: impl IntoIterator<Item = &'a str>) -> Result<Self, OptionError> {
+    pub fn from_kv_list<'a>(
+        untrusted: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Self, OptionError> {
         let mut options = Self::default();
         for kv in untrusted {
             options.apply_kv(kv)?;
@@ -149,7 +153,9 @@ impl AssignOptions {
     }
 
     /// Parses name/value pairs, as they come from the wire or `qubes.xml`.
-    pub fn from_pairs<'a>(untrusted: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self, OptionError> {
+    pub fn from_pairs<'a>(
+        untrusted: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Self, OptionError> {
         let mut options = Self::default();
         for (key, value) in untrusted {
             options.apply(key, value)?;
@@ -206,7 +212,8 @@ mod tests {
 
     #[test]
     fn false_is_absent() {
-        let o = AssignOptions::from_kv_list(["no-strict-reset=true", "no-strict-reset=off"]).unwrap();
+        let o =
+            AssignOptions::from_kv_list(["no-strict-reset=true", "no-strict-reset=off"]).unwrap();
         assert!(o.is_empty());
         assert!(o.to_pairs().is_empty());
     }
@@ -216,7 +223,10 @@ mod tests {
         let o = AssignOptions::from_kv_list(["permissive=yes", "no-strict-reset=1"]).unwrap();
         assert_eq!(o.to_string(), "no-strict-reset=True, permissive=True");
         let pairs: Vec<_> = o.to_pairs().into_iter().collect();
-        assert_eq!(pairs, vec![("no-strict-reset", "True"), ("permissive", "True")]);
+        assert_eq!(
+            pairs,
+            vec![("no-strict-reset", "True"), ("permissive", "True")]
+        );
     }
 
     #[test]

@@ -89,7 +89,11 @@ impl PciPath {
     /// The step that sits directly on the root bus.
     pub fn first(&self) -> PathHop {
         // `new` and the parser both refuse an empty step list.
-        self.hops.first().copied().unwrap_or(PathHop { bus: 0, device: 0, function: 0 })
+        self.hops.first().copied().unwrap_or(PathHop {
+            bus: 0,
+            device: 0,
+            function: 0,
+        })
     }
 
     /// `true` for a one-step path, which is also the shape of a legacy BDF id.
@@ -191,7 +195,14 @@ mod tests {
     #[test]
     fn root_bus_device() {
         let p: PciPath = "00_1a.0".parse().unwrap();
-        assert_eq!(p.hops(), &[PathHop { bus: 0, device: 0x1a, function: 0 }]);
+        assert_eq!(
+            p.hops(),
+            &[PathHop {
+                bus: 0,
+                device: 0x1a,
+                function: 0
+            }]
+        );
         assert!(p.is_single_step());
         assert_eq!(p.to_string(), "00_1a.0");
     }
@@ -221,20 +232,39 @@ mod tests {
 
     #[test]
     fn segment_only_on_first_step() {
-        assert!(matches!("00_1c.0-0001_00_00.0".parse::<PciPath>(), Err(PathError::Step { .. })));
+        assert!(matches!(
+            "00_1c.0-0001_00_00.0".parse::<PciPath>(),
+            Err(PathError::Step { .. })
+        ));
     }
 
     #[test]
     fn bad_steps_name_the_step() {
         let err = "00_1c.0-00_00.9".parse::<PciPath>().unwrap_err();
         assert!(err.to_string().contains("'00_00.9'"), "{err}");
-        assert!(matches!("00_1c.0-".parse::<PciPath>(), Err(PathError::Step { .. })));
-        assert!(matches!("00:1c.0".parse::<PciPath>(), Err(PathError::Step { .. })));
+        assert!(matches!(
+            "00_1c.0-".parse::<PciPath>(),
+            Err(PathError::Step { .. })
+        ));
+        assert!(matches!(
+            "00:1c.0".parse::<PciPath>(),
+            Err(PathError::Step { .. })
+        ));
     }
 
     #[test]
     fn new_refuses_empty_and_out_of_range() {
         assert!(PciPath::new(0, vec![]).is_none());
-        assert!(PciPath::new(0, vec![PathHop { bus: 0, device: 0x20, function: 0 }]).is_none());
+        assert!(
+            PciPath::new(
+                0,
+                vec![PathHop {
+                    bus: 0,
+                    device: 0x20,
+                    function: 0
+                }]
+            )
+            .is_none()
+        );
     }
 }

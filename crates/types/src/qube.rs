@@ -122,7 +122,10 @@ mod tests {
             ("dom0", None),
             ("a.b_c-d9", None),
             ("abcdefghijklmnopqrstuvwxyzabcde", None),
-            ("abcdefghijklmnopqrstuvwxyzabcdef", Some(QubeNameError::TooLong)),
+            (
+                "abcdefghijklmnopqrstuvwxyzabcdef",
+                Some(QubeNameError::TooLong),
+            ),
             ("1bad", Some(QubeNameError::BadStart)),
             ("-x", Some(QubeNameError::BadStart)),
             ("", Some(QubeNameError::IllegalCharacters)),
