@@ -1,0 +1,206 @@
+//! The state file on disk: reading with limits, durable atomic saves, and the
+//! `qubes.xml.before-qpci` copy.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Location, StoreError, io_err};
+use crate::lock::StateLock;
+use crate::model::QubesXml;
+use crate::parse::{MARKER_PREFIX, MAX_FILE_BYTES, line_col};
+
+/// Name of the state file in its folder.
+pub const STATE_FILE: &str = "qubes.xml";
+/// Name of the copy kept of the last version another program wrote.
+pub const BEFORE_QPCI_FILE: &str = "qubes.xml.before-qpci";
+/// Prefix of the temporary files of a save; leftovers from a crash are removed at open.
+pub const TEMP_PREFIX: &str = ".qubes.xml.qpci-tmp-";
+
+/// Reads and parses a state file without locking (for read-only tools).
+pub fn read_state(path: &Path) -> Result<QubesXml, StoreError> {
+    let bytes = read_limited(path)?;
+    let text = std::str::from_utf8(&bytes).map_err(|e| {
+        let good = bytes.get(..e.valid_up_to()).unwrap_or_default();
+        let (line, column) = line_col(&String::from_utf8_lossy(good), good.len());
+        StoreError::NotUtf8 {
+            at: Location::new(path, line, column),
+        }
+    })?;
+    QubesXml::parse(text, path)
+}
+
+fn read_limited(path: &Path) -> Result<Vec<u8>, StoreError> {
+    let file = File::open(path).map_err(io_err("open", path))?;
+    let len = file.metadata().map_err(io_err("stat", path))?.len();
+    let too_large = |size| StoreError::TooLarge {
+        path: path.to_path_buf(),
+        size,
+        limit: MAX_FILE_BYTES,
+    };
+    if len > MAX_FILE_BYTES {
+        return Err(too_large(len));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    // The file may grow between stat and read: the limit holds whatever happens.
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io_err("read", path))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
+/// The state folder, held for writing: owns the lock for as long as it lives.
+#[derive(Debug)]
+pub struct StateFile {
+    dir: PathBuf,
+    path: PathBuf,
+    lock: StateLock,
+}
+
+impl StateFile {
+    /// Locks `dir`, removes temporary files a crashed save left, and loads `qubes.xml` if there is one.
+    pub fn open(dir: &Path) -> Result<(StateFile, Option<QubesXml>), StoreError> {
+        let lock = StateLock::acquire(dir)?;
+        let sf = StateFile {
+            dir: dir.to_path_buf(),
+            path: dir.join(STATE_FILE),
+            lock,
+        };
+        sf.remove_stale_temps()?;
+        let state = sf.load()?;
+        Ok((sf, state))
+    }
+
+    /// Reads `qubes.xml` again; `None` when there is none yet.
+    pub fn load(&self) -> Result<Option<QubesXml>, StoreError> {
+        match fs::symlink_metadata(&self.path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err("stat", &self.path)(e)),
+            Ok(_) => read_state(&self.path).map(Some),
+        }
+    }
+
+    /// The state file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The lock this state file holds.
+    pub fn lock(&self) -> &StateLock {
+        &self.lock
+    }
+
+    fn remove_stale_temps(&self) -> Result<(), StoreError> {
+        let entries = fs::read_dir(&self.dir).map_err(io_err("list", &self.dir))?;
+        for entry in entries {
+            let entry = entry.map_err(io_err("list", &self.dir))?;
+            if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+                let p = entry.path();
+                // We hold the lock, so no live save owns this file: it is a crash's leftover.
+                fs::remove_file(&p).map_err(io_err("remove stale temporary file", &p))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks `state` and writes it durably: when this returns `Ok`, it is on disk.
+    ///
+    /// Steps: check the records (a save never writes a file the store would
+    /// refuse to load); if the file on disk does not carry qpci's marker, copy
+    /// it to `qubes.xml.before-qpci` first (itself atomically); write a temp
+    /// file in the same folder, fsync it, rename it over `qubes.xml`, fsync the
+    /// folder.
+    ///
+    /// Failures handled:
+    /// - ENOSPC, EIO or any error while writing or fsyncing the temp file: the
+    ///   temp file is removed, `qubes.xml` is untouched, the error is returned.
+    /// - A crash (or SIGKILL, or power loss) at any step: before the rename the
+    ///   old file is intact and a temp file may remain (removed by the next
+    ///   `open`, and never read by a load); after the rename the new file is
+    ///   complete, because its data was fsynced before the rename. The folder
+    ///   fsync makes the rename itself survive power loss before we answer.
+    /// - Two writers: the `StateLock` held by every `StateFile` makes a second
+    ///   qpci writer fail at `open`, and also excludes Qubes' qubesd (see
+    ///   [`crate::lock`]). Each save uses a fresh uniquely named temp file, so
+    ///   even an unlocked writer could not interleave bytes with ours.
+    /// - Mode and owner of the existing file are carried over (Qubes keeps
+    ///   `qubes.xml` group-readable for its tools).
+    pub fn save(&mut self, state: &QubesXml) -> Result<(), StoreError> {
+        crate::validate::check(state, &self.path)?;
+        let text = state.to_xml();
+        let meta = match fs::metadata(&self.path) {
+            Ok(m) => Some(m),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_err("stat", &self.path)(e)),
+        };
+        if meta.is_some() && !self.on_disk_written_by_qpci()? {
+            let copy = self.dir.join(BEFORE_QPCI_FILE);
+            let old = fs::read(&self.path).map_err(io_err("read", &self.path))?;
+            write_atomic(&self.dir, &copy, &old, meta.as_ref())?;
+        }
+        write_atomic(&self.dir, &self.path, text.as_bytes(), meta.as_ref())
+    }
+
+    /// Whether the current file carries qpci's marker before its root element.
+    fn on_disk_written_by_qpci(&self) -> Result<bool, StoreError> {
+        let mut head = Vec::new();
+        File::open(&self.path)
+            .and_then(|f| f.take(4096).read_to_end(&mut head))
+            .map_err(io_err("read", &self.path))?;
+        let head = String::from_utf8_lossy(&head);
+        let root = head.find("<qubes").unwrap_or(head.len());
+        let marker = format!("<!--{MARKER_PREFIX}");
+        Ok(head.find(&marker).is_some_and(|i| i < root))
+    }
+}
+
+/// Durably replaces `target` with `bytes`: temp file in `dir`, write, fsync, rename, fsync `dir`.
+///
+/// `like` gives the mode and owner to keep (those of the file being replaced).
+pub fn write_atomic(
+    dir: &Path,
+    target: &Path,
+    bytes: &[u8],
+    like: Option<&fs::Metadata>,
+) -> Result<(), StoreError> {
+    let mode = like.map_or(0o600, |m| m.permissions().mode() & 0o7777);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .permissions(fs::Permissions::from_mode(mode))
+        .tempfile_in(dir)
+        .map_err(io_err("create temporary file in", dir))?;
+    let tmp_path = tmp.path().to_path_buf();
+    // Any early return drops `tmp`, which removes the temp file: the target is untouched.
+    tmp.write_all(bytes).map_err(io_err("write", &tmp_path))?;
+    if let Some(m) = like {
+        let mine = tmp
+            .as_file()
+            .metadata()
+            .map_err(io_err("stat", &tmp_path))?;
+        if (mine.uid(), mine.gid()) != (m.uid(), m.gid()) {
+            std::os::unix::fs::fchown(tmp.as_file(), Some(m.uid()), Some(m.gid()))
+                .map_err(io_err("chown", &tmp_path))?;
+        }
+        // The umask may have narrowed the mode at creation; set it exactly.
+        tmp.as_file()
+            .set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(io_err("chmod", &tmp_path))?;
+    }
+    tmp.as_file()
+        .sync_all()
+        .map_err(io_err("fsync", &tmp_path))?;
+    tmp.persist(target)
+        .map_err(|e| io_err("rename temporary file over", target)(e.error))?;
+    sync_dir(dir)
+}
+
+/// fsyncs a folder so a rename in it survives power loss.
+pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("fsync folder", dir))
+}

@@ -1,0 +1,320 @@
+//! Integrity checks the store makes on every load and before every save.
+//!
+//! These are about the file holding together, not about policy: every qid and
+//! name unique, names as Qubes allows them (so no name can be a path), classes
+//! Qubes knows, every qube a property names exists, every label a qube uses is
+//! in the file, and every string writable as XML. Whether a device may go to a
+//! qube, or an option value makes sense, is qpci-core's business. A device's
+//! backend qube is deliberately not checked: Qubes loads such an assignment
+//! and skips it with a log line, and so must qpci.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+
+use crate::error::{Location, StoreError, clip};
+use crate::model::{
+    DomainRecord, GLOBAL_VM_REF_PROPERTIES, KNOWN_CLASSES, MapExtra, PropertyValue, QubesXml,
+    SrcPos, VM_REF_PROPERTIES,
+};
+
+/// Checks a whole document; `path` names the file in errors.
+pub(crate) fn check(xml: &QubesXml, path: &Path) -> Result<(), StoreError> {
+    let at = |p: SrcPos| Location::new(path, p.line, p.column);
+    let root_at = at(xml.extra.root.pos);
+    if let Some(v) = &xml.version
+        && v != "3.0"
+    {
+        return Err(StoreError::UnsupportedVersion {
+            at: root_at,
+            version: clip(v),
+        });
+    }
+    let mut label_ids = HashSet::new();
+    let mut label_names = HashSet::new();
+    for l in &xml.labels {
+        let lat = at(l.extra.pos);
+        text(&lat, "label id", &l.id, true)?;
+        text(&lat, "label color", &l.color, false)?;
+        text(&lat, "label name", &l.name, true)?;
+        if !label_ids.insert(l.id.as_str()) {
+            return Err(dup(lat, "label id", &l.id));
+        }
+        if !label_names.insert(l.name.as_str()) {
+            return Err(dup(lat, "label name", &l.name));
+        }
+    }
+    let mut qids = HashSet::new();
+    let mut names: HashMap<&str, ()> = HashMap::new();
+    for d in &xml.domains {
+        let dat = at(d.extra.element.pos);
+        check_domain_shape(d, &dat)?;
+        if !qids.insert(d.qid) {
+            return Err(dup(dat, "qid", &d.qid.to_string()));
+        }
+        if names.insert(d.name.as_str(), ()).is_some() {
+            return Err(dup(dat, "qube name", &d.name));
+        }
+    }
+    check_map(&xml.properties, &xml.extra.properties, path, "global")?;
+    for p in GLOBAL_VM_REF_PROPERTIES {
+        check_ref(
+            &xml.properties,
+            &xml.extra.properties,
+            p,
+            &names,
+            path,
+            "global",
+        )?;
+    }
+    for d in &xml.domains {
+        let owner = format!("qube '{}'", clip(&d.name));
+        check_domain_strings(d, path, &owner)?;
+        for p in VM_REF_PROPERTIES {
+            check_ref(&d.properties, &d.extra.properties, p, &names, path, &owner)?;
+        }
+        if let Some(label) = d.properties.get("label")
+            && !label_resolves(xml, label.as_str())
+        {
+            return Err(StoreError::UnknownLabel {
+                at: entry_at(&d.extra.properties, "label", path),
+                owner,
+                label: clip(label.as_str()),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn dup(at: Location, what: &'static str, value: &str) -> StoreError {
+    StoreError::Duplicate {
+        at,
+        what,
+        value: clip(value),
+    }
+}
+
+fn check_domain_shape(d: &DomainRecord, at: &Location) -> Result<(), StoreError> {
+    if !KNOWN_CLASSES.contains(&d.class.as_str()) {
+        return Err(StoreError::UnknownClass {
+            at: at.clone(),
+            qid: d.qid,
+            class: clip(&d.class),
+        });
+    }
+    let admin = d.class == "AdminVM";
+    if admin != (d.qid == 0) {
+        return Err(StoreError::InvalidAttribute {
+            at: at.clone(),
+            element: "domain".into(),
+            attribute: "id",
+            value: format!("domain-{}", d.qid),
+            reason: "qid 0 is dom0's, and only an AdminVM has it".into(),
+        });
+    }
+    if admin && d.name != "dom0" {
+        return Err(StoreError::InvalidName {
+            at: at.clone(),
+            name: clip(&d.name),
+            reason: "the AdminVM must be called dom0",
+        });
+    }
+    qube_name(&d.name).map_err(|reason| StoreError::InvalidName {
+        at: at.clone(),
+        name: clip(&d.name),
+        reason,
+    })
+}
+
+fn check_domain_strings(d: &DomainRecord, path: &Path, owner: &str) -> Result<(), StoreError> {
+    let e = &d.extra;
+    let dat = Location::new(path, e.element.pos.line, e.element.pos.column);
+    text(&dat, &format!("{owner} class"), &d.class, true)?;
+    for reserved in ["qid", "name"] {
+        if d.properties.contains_key(reserved) {
+            return Err(StoreError::InvalidText {
+                at: dat,
+                what: format!("{owner} property {reserved:?}"),
+                reason: "is the record's own field, not a map entry",
+            });
+        }
+    }
+    check_map(&d.properties, &e.properties, path, owner)?;
+    for (k, v) in &d.features {
+        let fat = entry_at(&e.features, k, path);
+        text(&fat, &format!("{owner} feature name"), k, true)?;
+        text(&fat, &format!("{owner} feature {:?}", clip(k)), v, false)?;
+    }
+    for t in &d.tags {
+        text(
+            &entry_at(&e.tags, t, path),
+            &format!("{owner} tag"),
+            t,
+            true,
+        )?;
+    }
+    for (class, devs) in &d.devices {
+        text(&dat, &format!("{owner} device class"), class, true)?;
+        for dev in devs {
+            let p = dev.extra.element.pos;
+            let dev_at = Location::new(path, p.line, p.column);
+            let what = |f: &str| format!("{owner} {class} device {f}");
+            text(&dev_at, &what("backend-domain"), &dev.backend_domain, true)?;
+            text(&dev_at, &what("id"), &dev.port_id, true)?;
+            for (name, v) in [
+                ("identity", &dev.device_id),
+                ("mode", &dev.mode),
+                ("required", &dev.required),
+            ] {
+                if let Some(v) = v {
+                    text(&dev_at, &what(name), v, false)?;
+                }
+            }
+            for (k, v) in &dev.options {
+                text(&dev_at, &what("option name"), k, true)?;
+                text(&dev_at, &what(&format!("option {:?}", clip(k))), v, false)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn entry_at(extra: &MapExtra, key: &str, path: &Path) -> Location {
+    let p = extra.entries.get(key).map(|e| e.pos).unwrap_or_default();
+    Location::new(path, p.line, p.column)
+}
+
+fn check_map(
+    map: &BTreeMap<String, PropertyValue>,
+    extra: &MapExtra,
+    path: &Path,
+    owner: &str,
+) -> Result<(), StoreError> {
+    for (k, v) in map {
+        let at = entry_at(extra, k, path);
+        text(&at, &format!("{owner} property name"), k, true)?;
+        text(
+            &at,
+            &format!("{owner} property {:?}", clip(k)),
+            v.as_str(),
+            false,
+        )?;
+    }
+    Ok(())
+}
+
+fn check_ref(
+    map: &BTreeMap<String, PropertyValue>,
+    extra: &MapExtra,
+    prop: &str,
+    names: &HashMap<&str, ()>,
+    path: &Path,
+    owner: &str,
+) -> Result<(), StoreError> {
+    let Some(v) = map.get(prop) else {
+        return Ok(());
+    };
+    let target = v.as_str();
+    if target.is_empty() || names.contains_key(target) {
+        return Ok(());
+    }
+    Err(StoreError::DanglingReference {
+        at: entry_at(extra, prop, path),
+        owner: owner.to_string(),
+        property: prop.to_string(),
+        target: clip(target),
+    })
+}
+
+/// A label is referred to by id (`label-3`, what Qubes writes), by name, or by index.
+fn label_resolves(xml: &QubesXml, r: &str) -> bool {
+    let by_index =
+        (!r.is_empty() && r.bytes().all(|b| b.is_ascii_digit())).then(|| format!("label-{r}"));
+    xml.labels
+        .iter()
+        .any(|l| l.id == r || l.name == r || by_index.as_deref() == Some(l.id.as_str()))
+}
+
+/// Refuses text that XML 1.0 cannot carry (so a save always produces a loadable file).
+fn text(at: &Location, what: &str, s: &str, non_empty: bool) -> Result<(), StoreError> {
+    let bad = |reason| StoreError::InvalidText {
+        at: at.clone(),
+        what: what.to_string(),
+        reason,
+    };
+    if non_empty && s.is_empty() {
+        return Err(bad("must not be empty"));
+    }
+    if s.len() > crate::parse::MAX_VALUE_BYTES {
+        return Err(bad("longer than 1 MiB"));
+    }
+    let xml_char = |c: char| {
+        matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && c != '\u{FFFE}' && c != '\u{FFFF}')
+    };
+    if !s.chars().all(xml_char) {
+        return Err(bad("contains a character XML cannot hold"));
+    }
+    Ok(())
+}
+
+/// Qubes' qube-name rules (spec §9.1), with Qubes' messages.
+pub fn qube_name(name: &str) -> Result<(), &'static str> {
+    if name.chars().count() > 31 {
+        return Err("VM name must be shorter than 32 characters");
+    }
+    match name.chars().next() {
+        None => return Err("VM name contains illegal characters"),
+        Some(c) if c.is_ascii_digit() || matches!(c, '_' | '.' | '-') => {
+            return Err("VM name cannot start with hyphen, underscore, dot or numbers");
+        }
+        Some(c) if !c.is_ascii_alphabetic() => return Err("VM name contains illegal characters"),
+        Some(_) => {}
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    {
+        return Err("VM name contains illegal characters");
+    }
+    if name == "Domain-0" {
+        return Err("VM name cannot be 'Domain-0'");
+    }
+    if name == "none" || name == "default" {
+        return Err("VM name cannot be 'none' nor 'default'");
+    }
+    if name.ends_with("-dm") {
+        return Err("VM name cannot end with -dm");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qube_name_rules() {
+        assert!(qube_name("work").is_ok());
+        assert!(qube_name("dom0").is_ok());
+        assert!(qube_name("sys-net").is_ok());
+        assert!(qube_name("a.b_c-d").is_ok());
+        assert!(qube_name("../etc").unwrap_err().contains("cannot start"));
+        assert!(qube_name("a/b").unwrap_err().contains("illegal"));
+        assert!(qube_name("lost+found").unwrap_err().contains("illegal"));
+        assert!(qube_name("1bad").unwrap_err().contains("cannot start"));
+        assert!(qube_name("Domain-0").unwrap_err().contains("Domain-0"));
+        assert!(qube_name("default").unwrap_err().contains("none"));
+        assert!(qube_name("x-dm").unwrap_err().contains("-dm"));
+        assert!(qube_name(&"a".repeat(32)).unwrap_err().contains("32"));
+        assert!(qube_name(&"a".repeat(31)).is_ok());
+        assert!(qube_name("").is_err());
+        assert!(qube_name("é").is_err());
+    }
+
+    #[test]
+    fn text_refuses_control_chars() {
+        let at = Location::new(Path::new("x"), 0, 0);
+        assert!(text(&at, "v", "a\u{1}b", false).is_err());
+        assert!(text(&at, "v", "a\tb\n", false).is_ok());
+        assert!(text(&at, "v", "", true).is_err());
+    }
+}
