@@ -1,1 +1,21 @@
-//! qpci Admin API wire protocol and the JSON types of qpci's extension methods.
+//! qpci's Admin API side: the JSON types of qpci's extension methods and the
+//! client-side logic every front end shares.
+//!
+//! What it owns: the serde types of the host inventory ([`InventoryReport`],
+//! [`Device`]) and Qubes' device description algorithm ([`describe`]).
+//! Later: framing, method names, typed requests and replies, a blocking
+//! client.
+//!
+//! What it refuses to own: anything that touches the host or the state.
+//! It depends on `qpci-types` and serde only, so the CLI and the GUI can link
+//! it without the daemon's dependencies.
+#![deny(missing_docs)]
+
+pub mod describe;
+pub mod inventory;
+
+pub use describe::{Category, ClassNames, DescriptionInput};
+pub use inventory::{
+    Critical, Device, DeviceReport, Flavour, Hex8, Hex16, InventoryReport, Names, Reset,
+    ResetDomain, ResetDomainKind, ResetSource, Sriov, UsedBy, Warning, describe_pci, short_sbdf,
+};
