@@ -2,8 +2,8 @@
 //! client-side logic every front end shares.
 //!
 //! What it owns: the serde types of the host inventory ([`InventoryReport`],
-//! [`Device`]) and Qubes' device description algorithm ([`describe`]).
-//! Later: framing, method names, typed requests and replies, a blocking
+//! [`Device`]), Qubes' device description algorithm ([`describe`]) and
+//! Qubes' `key='value'` serialization ([`kv`]). Later: framing, method names, typed requests and replies, a blocking
 //! client.
 //!
 //! What it refuses to own: anything that touches the host or the state.
@@ -13,6 +13,7 @@
 
 pub mod describe;
 pub mod inventory;
+pub mod kv;
 
 pub use describe::{Category, ClassNames, DescriptionInput};
 pub use inventory::{
