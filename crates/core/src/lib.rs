@@ -11,4 +11,8 @@
 //! `qpci-api`.
 #![deny(missing_docs)]
 
+pub mod hypervisor;
+pub mod orchestrate;
+pub mod policy;
 pub mod registry;
+pub mod runtime;

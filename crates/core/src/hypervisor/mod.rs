@@ -1,0 +1,118 @@
+//! Hypervisor backends: what actually starts and stops qubes.
+//!
+//! A backend carries out plans the policy computed; it decides nothing. It
+//! also keeps the [`RuntimeState`] (which qubes run, which devices each got),
+//! since only the backend knows what really runs. The `sim` backend
+//! ([`SimHypervisor`]) performs nothing on the host: it stores the plan and
+//! the domain XML for inspection and keeps its runtime state on disk.
+
+mod sim;
+
+use std::path::PathBuf;
+
+use qpci_types::{PciAddress, QubeName};
+
+use crate::policy::StartPlan;
+use crate::registry::PowerState;
+use crate::runtime::{AttachedDevice, RuntimeError, RuntimeState};
+
+pub use sim::{SIM_DIR, SIM_RUNTIME_FILE, SimHypervisor};
+
+/// Why a backend could not do what it was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum HypervisorError {
+    /// Reading or writing a backend file failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A durable write failed.
+    #[error("saving {path}")]
+    Store {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: Box<qpci_store::StoreError>,
+    },
+    /// The runtime file does not parse.
+    #[error("{path} is corrupt: {reason}; move it away to start with no qube running")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The runtime file parses but is inconsistent.
+    #[error("{path} is inconsistent; move it away to start with no qube running")]
+    Inconsistent {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: RuntimeError,
+    },
+    /// Start of a qube that already runs.
+    #[error("{0} is already running")]
+    AlreadyRunning(QubeName),
+    /// Stop of a qube that does not run.
+    #[error("{0} is not running")]
+    NotRunning(QubeName),
+    /// Start with a device another qube holds (the policy should have
+    /// refused; the backend checks again).
+    #[error("device {address} is held by {holder}")]
+    Held {
+        /// The device.
+        address: PciAddress,
+        /// Its holder.
+        holder: QubeName,
+    },
+    /// Detach of a device the qube does not hold.
+    #[error("device {address} is not attached to {qube}")]
+    NotAttached {
+        /// The device.
+        address: PciAddress,
+        /// The qube.
+        qube: QubeName,
+    },
+}
+
+/// A hypervisor backend.
+pub trait Hypervisor {
+    /// Starts a qube per `plan`, with `domain_xml` as its domain definition;
+    /// records it running with the plan's devices.
+    fn start(&mut self, plan: &StartPlan, domain_xml: &str) -> Result<(), HypervisorError>;
+
+    /// Shuts a qube down; returns the devices it held, which stay on the
+    /// stub driver (M8).
+    fn shutdown(&mut self, qube: &QubeName) -> Result<Vec<AttachedDevice>, HypervisorError>;
+
+    /// Destroys a qube at once; returns the devices it held (left on the stub).
+    fn kill(&mut self, qube: &QubeName) -> Result<Vec<AttachedDevice>, HypervisorError>;
+
+    /// Detaches one device from a running qube; it stays on the stub.
+    fn detach(
+        &mut self,
+        qube: &QubeName,
+        address: &PciAddress,
+    ) -> Result<AttachedDevice, HypervisorError>;
+
+    /// The power state of a qube.
+    fn state(&self, qube: &QubeName) -> PowerState {
+        self.runtime().power_state(qube)
+    }
+
+    /// The devices attached to a qube.
+    fn attached(&self, qube: &QubeName) -> Vec<AttachedDevice> {
+        self.runtime().attached(qube).to_vec()
+    }
+
+    /// The whole runtime state, as policy reads it.
+    fn runtime(&self) -> &RuntimeState;
+}
