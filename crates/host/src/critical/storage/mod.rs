@@ -95,8 +95,14 @@ pub fn dom0_storage(root: &HostRoot) -> (Vec<StorageHolder>, Vec<String>) {
     };
     for what in CRITICAL_MOUNTS {
         // The last mount on a point is the one in use: it hides the others.
-        match mounts.iter().rev().find(|m| m.mount_point == what) {
+        // An automount trap (autofs) is hidden by the real mount once that
+        // happens; until then the device is not known.
+        let on_point = || mounts.iter().rev().filter(|m| m.mount_point == what);
+        match on_point().find(|m| m.fstype != "autofs") {
             Some(mount) => resolver.mount(mount, what, &mut Walk::default()),
+            None if on_point().next().is_some() => resolver.warn(format!(
+                "{what} is an automount that is not mounted now: its device is unknown"
+            )),
             None if what == "/" => resolver.warn(format!(
                 "{} has no mount at /: dom0's root device is unknown",
                 mountinfo_path.display()
@@ -281,9 +287,13 @@ impl Resolver<'_> {
             }
             return;
         }
-        let slaves: Vec<PathBuf> = list_dir(&dir.join("slaves"))
+        // A native NVMe multipath head (under virtual/nvme-subsystem) lists
+        // its per-controller paths in `multipath/`, as a stacked device does
+        // its lower devices in `slaves/`.
+        let slaves: Vec<PathBuf> = [dir.join("slaves"), dir.join("multipath")]
             .iter()
-            .filter_map(|s| self.resolve(s))
+            .flat_map(|d| list_dir(d))
+            .filter_map(|s| self.resolve(&s))
             .collect();
         if !slaves.is_empty() {
             for slave in slaves {

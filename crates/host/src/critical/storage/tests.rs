@@ -253,6 +253,89 @@ fn a_self_slave_terminates() {
     assert!(warnings.iter().any(|w| w.contains("cycle")), "{warnings:?}");
 }
 
+/// Qubes' default layout: root on an LVM thin volume whose pool has two
+/// lower devices (tmeta, tdata), both on the same LUKS partition.
+#[test]
+fn qubes_thin_pool_root_converges_on_one_partition() {
+    let tree = HostTree::new();
+    let p3 = nvme_partition(&tree, 3);
+    let luks = tree.dm(0, "luks-4f2e", "253:0", &[&p3]);
+    let tmeta = tree.dm(1, "qubes_dom0-root--pool_tmeta", "253:1", &[&luks]);
+    let tdata = tree.dm(2, "qubes_dom0-root--pool_tdata", "253:2", &[&luks]);
+    let tpool = tree.dm(3, "qubes_dom0-root--pool-tpool", "253:3", &[&tmeta, &tdata]);
+    let root = tree.dm(4, "qubes_dom0-root", "253:4", &[&tpool]);
+    let swap = tree.dm(5, "qubes_dom0-swap", "253:5", &[&luks]);
+    tree.mount(&root.dev, "/", "ext4", "/dev/mapper/qubes_dom0-root")
+        .swap("/dev/dm-5", "partition");
+    let _ = swap;
+    let (holders, warnings) = run(&tree);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(holders.len(), 1);
+    assert_eq!(holders[0].uses, names(&["/", "swap"]));
+    assert_eq!(
+        holders[0].chain,
+        names(&["dm-4", "dm-3", "dm-1", "dm-0", "nvme0n1p3", "nvme0n1"])
+    );
+    assert_eq!(
+        holders[0].routes.len(),
+        2,
+        "tdata's way to the same disk is not repeated"
+    );
+}
+
+#[test]
+fn nvme_multipath_head_leads_to_every_controller() {
+    let tree = HostTree::new();
+    let head = tree.nvme_multipath_head(
+        0,
+        "nvme0n1",
+        "259:0",
+        &[
+            "pci0000:00/0000:00:1d.0/0000:01:00.0/nvme/nvme0/nvme0c0n1",
+            "pci0000:00/0000:00:1c.4/0000:02:00.0/nvme/nvme1/nvme0c1n1",
+        ],
+    );
+    let p2 = tree.partition(&head, 2, "259:2");
+    tree.mount(&p2.dev, "/", "xfs", "/dev/nvme0n1p2");
+    let (holders, warnings) = run(&tree);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let got: Vec<(PciAddress, Vec<String>)> = holders
+        .iter()
+        .map(|h| (h.controller, h.chain.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                addr("0000:01:00.0"),
+                names(&["nvme0n1p2", "nvme0n1", "nvme0c0n1"])
+            ),
+            (
+                addr("0000:02:00.0"),
+                names(&["nvme0n1p2", "nvme0n1", "nvme0c1n1"])
+            ),
+        ]
+    );
+}
+
+#[test]
+fn an_untriggered_automount_warns_and_a_triggered_one_resolves() {
+    let tree = HostTree::new();
+    let p1 = nvme_partition(&tree, 1);
+    let p2 = tree.partition(&tree.disk(NVME, "259:0"), 2, "259:2");
+    tree.mount(&p2.dev, "/", "ext4", "/dev/nvme0n1p2")
+        .mount("0:50", "/boot/efi", "autofs", "systemd-1")
+        .mount("0:51", "/boot", "autofs", "systemd-1")
+        .mount(&p1.dev, "/boot", "vfat", "/dev/nvme0n1p1");
+    let (holders, warnings) = run(&tree);
+    assert_eq!(holders.len(), 1);
+    assert_eq!(holders[0].uses, names(&["/", "/boot"]));
+    assert_eq!(
+        warnings,
+        vec!["/boot/efi is an automount that is not mounted now: its device is unknown".to_owned()]
+    );
+}
+
 #[test]
 fn usb_disk_is_held_by_the_xhci_function() {
     let tree = HostTree::new();
