@@ -1,0 +1,166 @@
+//! `attach`, `detach`, `assign` and `unassign` (spec/qvm-tools.md §2.8–2.10):
+//! Qubes' client-side rules, then the request to the backend.
+
+use qpci_types::{AssignOptions, DeviceIdentity};
+
+use crate::backend::{AssignRequest, Backend, DeviceRef};
+use crate::error::CliError;
+use crate::flags::{CheckedDevice, Mode, PortArg, Prog, Scope};
+use crate::resolve::{check_vm, not_exposed, resolve_device};
+
+fn backend_err(prog: &Prog) -> impl Fn(crate::backend::BackendError) -> CliError + '_ {
+    move |e| CliError::from_backend(&prog.main, e)
+}
+
+/// `assign` (§2.8).
+pub fn assign(
+    prog: &Prog,
+    backend: &mut dyn Backend,
+    vm: &str,
+    device: CheckedDevice,
+    options: AssignOptions,
+    mode: Mode,
+    scope: Scope,
+) -> Result<(), CliError> {
+    check_vm(prog, backend, vm)?;
+    let explicit_id = matches!(&device, Ok(a) if a.devid != crate::flags::DevId::Absent);
+    let mut r = resolve_device(prog, backend, device, false)?;
+    if scope == Scope::PortOnly {
+        r.devid = None;
+    } else if r.device.is_none() && !explicit_id {
+        return Err(CliError::command(not_exposed(&r.backend, &r.port_text())));
+    }
+    if scope == Scope::DeviceOnly {
+        r.port = PortArg::Any;
+    }
+    if mode != Mode::Required {
+        return Err(CliError::command(
+            "PCI devices cannot be assigned as not required.",
+        ));
+    }
+    let request = AssignRequest {
+        device: r.to_ref()?,
+        options,
+    };
+    backend.assign(vm, &request).map_err(backend_err(prog))
+}
+
+/// `attach` (§2.9): refused without `-p`, else `assign --required`.
+pub fn attach(
+    prog: &Prog,
+    backend: &mut dyn Backend,
+    vm: &str,
+    device: CheckedDevice,
+    options: AssignOptions,
+    persistent: bool,
+) -> Result<(), CliError> {
+    check_vm(prog, backend, vm)?;
+    let r = resolve_device(prog, backend, device, false)?;
+    if r.device.is_none() {
+        return Err(CliError::runtime(
+            &prog.main,
+            not_exposed(&r.backend, &r.port_text()),
+        ));
+    }
+    if !persistent {
+        return Err(CliError::command(
+            "PCI devices cannot be attached manually, did you mean `qvm-pci assign --required ...`",
+        ));
+    }
+    let request = AssignRequest {
+        device: r.to_ref()?,
+        options,
+    };
+    backend.assign(vm, &request).map_err(backend_err(prog))
+}
+
+/// `detach` (§2.10).
+pub fn detach(
+    prog: &Prog,
+    backend: &mut dyn Backend,
+    vm: &str,
+    device: Option<CheckedDevice>,
+) -> Result<(), CliError> {
+    check_vm(prog, backend, vm)?;
+    let Some(device) = device else {
+        for d in backend.attached(vm).map_err(backend_err(prog))? {
+            backend.detach(vm, &d).map_err(backend_err(prog))?;
+        }
+        return Ok(());
+    };
+    let r = resolve_device(prog, backend, device, false)?;
+    if r.port != PortArg::Any {
+        if r.device.is_none() {
+            return Err(CliError::command(format!("{} not found.", r.text())));
+        }
+        return backend.detach(vm, &r.to_ref()?).map_err(backend_err(prog));
+    }
+    let mine: Vec<DeviceRef> = backend
+        .attached(vm)
+        .map_err(backend_err(prog))?
+        .into_iter()
+        .filter(|d| d.backend == r.backend)
+        .collect();
+    if mine.is_empty() {
+        let shown = DeviceRef {
+            backend: r.backend.clone(),
+            port: None,
+            device_id: Some(r.devid.clone().unwrap_or_else(DeviceIdentity::unknown)),
+        };
+        return Err(CliError::command(format!("{shown} is not attached.")));
+    }
+    for d in mine {
+        backend.detach(vm, &d).map_err(backend_err(prog))?;
+    }
+    Ok(())
+}
+
+/// `unassign` (§2.10). Returns the hint to print when a device stays
+/// attached.
+pub fn unassign(
+    prog: &Prog,
+    backend: &mut dyn Backend,
+    vm: &str,
+    device: Option<CheckedDevice>,
+    scope: Scope,
+) -> Result<Option<String>, CliError> {
+    check_vm(prog, backend, vm)?;
+    let targets: Vec<DeviceRef> = match device {
+        Some(device) => {
+            let mut r = resolve_device(prog, backend, device, false)?;
+            match scope {
+                Scope::PortOnly => r.devid = None,
+                Scope::DeviceOnly => r.port = PortArg::Any,
+                Scope::Both => {}
+            }
+            vec![r.to_ref()?]
+        }
+        None => backend
+            .assigned(vm)
+            .map_err(backend_err(prog))?
+            .into_iter()
+            .map(|a| a.device)
+            .collect(),
+    };
+    let mut still: Vec<String> = Vec::new();
+    for t in targets {
+        backend.unassign(vm, &t).map_err(backend_err(prog))?;
+        let attached = backend.attached(vm).map_err(backend_err(prog))?;
+        let port_match =
+            |a: &DeviceRef| a.backend == t.backend && (t.port.is_none() || a.port == t.port);
+        for a in attached.iter().filter(|a| port_match(a)) {
+            let port = a
+                .port
+                .as_ref()
+                .map_or_else(|| "*".to_owned(), ToString::to_string);
+            still.push(format!("qvm-pci detach {vm} {}:{port}", a.backend));
+        }
+    }
+    if still.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "Unassigned. To detach you can now restart domain or run: \n \t{}\n",
+        still.join("\n\t")
+    )))
+}
