@@ -11,7 +11,8 @@ pub struct Location {
     pub path: PathBuf,
     /// 1-based line, or 0 when the problem has no position (records built in memory).
     pub line: u32,
-    /// 1-based column (in characters), or 0 when unknown.
+    /// 1-based column, or 0 when unknown (characters from the XML parser, bytes
+    /// for checks on records: the same on the ASCII lines Qubes writes).
     pub column: u32,
 }
 

@@ -47,6 +47,7 @@ impl QubesXml {
             doc: &doc,
             text,
             path: origin,
+            lines: LineIndex::new(text),
         };
         cx.check_doctype()?;
         cx.check_sizes()?;
@@ -87,6 +88,36 @@ struct Cx<'a, 'i> {
     doc: &'a Document<'i>,
     text: &'i str,
     path: &'a Path,
+    lines: LineIndex,
+}
+
+/// Byte offsets of line starts, so positions cost a binary search each
+/// (roxmltree's `text_pos_at` rescans from the start: quadratic over a file).
+struct LineIndex {
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    fn new(text: &str) -> Self {
+        let mut starts = vec![0];
+        starts.extend(
+            text.bytes()
+                .enumerate()
+                .filter(|(_, b)| *b == b'\n')
+                .map(|(i, _)| i + 1),
+        );
+        LineIndex { starts }
+    }
+
+    /// 1-based line and 1-based column in bytes (equal to characters on ASCII lines).
+    fn pos(&self, offset: usize) -> SrcPos {
+        let line = self.starts.partition_point(|&s| s <= offset).max(1);
+        let start = self.starts.get(line - 1).copied().unwrap_or(0);
+        SrcPos {
+            line: u32::try_from(line).unwrap_or(u32::MAX),
+            column: u32::try_from(offset - start + 1).unwrap_or(u32::MAX),
+        }
+    }
 }
 
 /// Children of a section, split into known elements and verbatim foreign nodes.
@@ -97,11 +128,7 @@ enum Child<'a, 'i> {
 
 impl<'a, 'i> Cx<'a, 'i> {
     fn pos(&self, node: Node) -> SrcPos {
-        let p = self.doc.text_pos_at(node.range().start);
-        SrcPos {
-            line: p.row,
-            column: p.col,
-        }
+        self.lines.pos(node.range().start)
     }
 
     fn loc(&self, node: Node) -> Location {
@@ -189,11 +216,13 @@ impl<'a, 'i> Cx<'a, 'i> {
     /// Unknown attributes of `node`, verbatim, namespace declarations included.
     fn foreign_attrs(&self, node: Node, known: &[&str]) -> Vec<String> {
         let start = self.text.get(node.range().start..).unwrap_or_default();
-        raw_attributes(start)
-            .into_iter()
-            .filter(|(qname, _)| !known.contains(qname))
-            .map(|(_, raw)| raw.to_string())
-            .collect()
+        let mut out = Vec::new();
+        for_each_raw_attribute(start, |qname, raw| {
+            if !known.contains(&qname) {
+                out.push(raw.to_string());
+            }
+        });
+        out
     }
 
     fn element_extra(&self, node: Node, known: &[&str], leading: Vec<String>) -> ElementExtra {
@@ -581,14 +610,13 @@ fn parse_qid(id: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
-/// The attributes of the start tag at the beginning of `tag`, as (qname, raw `qname="value"`).
+/// Calls `f(qname, raw)` for each attribute of the start tag at the beginning of `tag`.
 ///
 /// roxmltree has already checked the tag is well formed; this only needs the
 /// source spans, including namespace declarations, which roxmltree does not
 /// list as attributes.
-fn raw_attributes(tag: &str) -> Vec<(&str, &str)> {
+fn for_each_raw_attribute<'t>(tag: &'t str, mut f: impl FnMut(&'t str, &'t str)) {
     let b = tag.as_bytes();
-    let mut out = Vec::new();
     let mut i = 1;
     while i < b.len() && !b[i].is_ascii_whitespace() && b[i] != b'>' && b[i] != b'/' {
         i += 1;
@@ -598,7 +626,7 @@ fn raw_attributes(tag: &str) -> Vec<(&str, &str)> {
             i += 1;
         }
         if i >= b.len() || b[i] == b'>' || b[i] == b'/' {
-            return out;
+            return;
         }
         let start = i;
         while i < b.len() && !b[i].is_ascii_whitespace() && b[i] != b'=' {
@@ -609,7 +637,7 @@ fn raw_attributes(tag: &str) -> Vec<(&str, &str)> {
             i += 1;
         }
         let Some(&quote) = b.get(i) else {
-            return out;
+            return;
         };
         i += 1;
         while i < b.len() && b[i] != quote {
@@ -617,9 +645,16 @@ fn raw_attributes(tag: &str) -> Vec<(&str, &str)> {
         }
         i += 1;
         if let (Some(q), Some(raw)) = (tag.get(start..qname_end), tag.get(start..i.min(b.len()))) {
-            out.push((q, raw));
+            f(q, raw);
         }
     }
+}
+
+#[cfg(test)]
+fn raw_attributes(tag: &str) -> Vec<(&str, &str)> {
+    let mut v = Vec::new();
+    for_each_raw_attribute(tag, |q, r| v.push((q, r)));
+    v
 }
 
 #[cfg(test)]

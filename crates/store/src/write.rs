@@ -18,7 +18,9 @@ impl QubesXml {
     /// Serialises the document, with qpci's marker comment before the root.
     pub fn to_xml(&self) -> String {
         let mut w = W {
-            out: String::with_capacity(256 * (self.domains.len() + 4)),
+            // About what a qube with a few properties and devices takes, so the
+            // buffer rarely has to grow (each growth copies it all).
+            out: String::with_capacity(1024 * (self.domains.len() + 4)),
             depth: 0,
         };
         w.out
@@ -348,8 +350,9 @@ impl W {
                 }
                 Item::Known(DomainSection::Devices(class)) => {
                     let devs = d.devices.get(&class).map(Vec::as_slice).unwrap_or_default();
-                    let le = e.devices.get(&class).cloned().unwrap_or_default();
-                    self.devices(&class, &le, devs);
+                    let none = ListExtra::default();
+                    let le = e.devices.get(&class).unwrap_or(&none);
+                    self.devices(&class, le, devs);
                 }
             }
         }
@@ -414,18 +417,24 @@ impl W {
 
 /// XML escaping; in attributes also tab, newline and CR, which a parser would otherwise normalise.
 fn escape(out: &mut String, s: &str, attr: bool) {
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' if attr => out.push_str("&quot;"),
-            '\n' if attr => out.push_str("&#10;"),
-            '\t' if attr => out.push_str("&#9;"),
-            '\r' => out.push_str("&#13;"),
-            c => out.push(c),
-        }
+    let mut plain = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let rep = match b {
+            b'&' => "&amp;",
+            b'<' => "&lt;",
+            b'>' => "&gt;",
+            b'"' if attr => "&quot;",
+            b'\n' if attr => "&#10;",
+            b'\t' if attr => "&#9;",
+            b'\r' => "&#13;",
+            _ => continue,
+        };
+        // Only ASCII bytes are replaced, so `i` is always a char boundary.
+        out.push_str(s.get(plain..i).unwrap_or_default());
+        out.push_str(rep);
+        plain = i + 1;
     }
+    out.push_str(s.get(plain..).unwrap_or_default());
 }
 
 #[cfg(test)]
