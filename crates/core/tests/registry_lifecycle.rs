@@ -21,169 +21,31 @@ fn err(kind: &str, msg: &str) -> String {
 fn create_checks_in_qubes_order() {
     use QubeClass::*;
     let mut r = spec_state();
+    #[rustfmt::skip]
     let cases: Vec<(QubeClass, &str, &[u8], String)> = vec![
-        (
-            AppVM,
-            "fedora-40",
-            b"name=work label=red",
-            err("QubesVMAlreadyExistsError", "Qube already exists: work"),
-        ),
-        (
-            AppVM,
-            "",
-            b"name=dom0 label=red",
-            err("QubesVMAlreadyExistsError", "Qube already exists: dom0"),
-        ),
-        (
-            AppVM,
-            "nosuch",
-            b"name=x1 label=red",
-            err("QubesVMNotFoundError", "No such domain: 'nosuch'"),
-        ),
-        (
-            StandaloneVM,
-            "fedora-40",
-            b"name=x3 label=red",
-            err("ProtocolError", "StandaloneVM cannot be based on template"),
-        ),
-        (
-            TemplateVM,
-            "fedora-40",
-            b"\xff",
-            err("ProtocolError", "TemplateVM cannot be based on template"),
-        ),
-        (
-            AppVM,
-            "",
-            b"name=x1 label=nosuch",
-            err("ProtocolError", "Creation requested without key: label"),
-        ),
-        (
-            AppVM,
-            "",
-            b"name=x1",
-            err("ProtocolError", "Creation requested without key: label"),
-        ),
-        (
-            AppVM,
-            "",
-            b"label=red",
-            err("ProtocolError", "Creation requested without key: name"),
-        ),
-        (
-            AppVM,
-            "",
-            b"name=x1 label=3",
-            err("QubesInvalidLabelError", "Label must not be a digit"),
-        ),
-        (
-            AppVM,
-            "",
-            b"name=x1 label=",
-            err("QubesInvalidLabelError", "Label name must be set"),
-        ),
-        (
-            AppVM,
-            "",
-            b"name=x1 label=a/b",
-            err(
-                "QubesInvalidLabelError",
-                "Label must be in safe set: abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.",
-            ),
-        ),
-        (
-            AppVM,
-            "",
-            b"name=1bad label=red",
-            err(
-                "QubesValueError",
-                "VM name cannot start with hyphen, underscore, dot or numbers",
-            ),
-        ),
-        (
-            AppVM,
-            "",
-            b"name=x-dm label=red",
-            err("QubesValueError", "VM name cannot end with -dm"),
-        ),
-        (
-            AppVM,
-            "",
-            b"name=x1 label=red pool=lvm",
-            err(
-                "ProtocolError",
-                "Pool option specified but 'allow_pool' is False",
-            ),
-        ),
-        (
-            AppVM,
-            "",
-            b"name=x1 label=red foo=bar",
-            err(
-                "ProtocolError",
-                "Options does not match: name, label, pool, pool:",
-            ),
-        ),
-        (
-            AppVM,
-            "",
-            b"name=x1  label=red",
-            err("ProtocolError", "Invalid parameter: ''"),
-        ),
-        (
-            AppVM,
-            "",
-            b"",
-            err("ProtocolError", "Invalid parameter: ''"),
-        ),
-        (
-            AppVM,
-            "",
-            b"name=x1 name=x2 label=red",
-            err("ProtocolError", "Options must be unique"),
-        ),
-        (
-            AppVM,
-            "",
-            "name=wörk label=red".as_bytes(),
-            err("ProtocolError", "Parameters contains non-ASCII characters"),
-        ),
-        (
-            AppVM,
-            "sys-net",
-            b"name=x1 label=red",
-            err(
-                "QubesPropertyValueError",
-                "wrong VM class: domains['sys-net'] is of type AppVM and not TemplateVM",
-            ),
-        ),
-        (
-            DispVM,
-            "work",
-            b"name=x1 label=red",
-            err(
-                "QubesValueError",
-                "template for disposable (work) needs to be an AppVM with template_for_dispvms=True",
-            ),
-        ),
-        (
-            AdminVM,
-            "",
-            b"name=x1 label=red",
-            err(
-                "QubesPropertyValueError",
-                "property 'qid' on AdminVM instance cannot be set",
-            ),
-        ),
-        (
-            RemoteVM,
-            "",
-            b"name=x1 label=red",
-            err(
-                "ProtocolError",
-                "no such method: 'admin.vm.Create.RemoteVM'",
-            ),
-        ),
+        (AppVM, "fedora-40", b"name=work label=red", err("QubesVMAlreadyExistsError", "Qube already exists: work")),
+        (AppVM, "", b"name=dom0 label=red", err("QubesVMAlreadyExistsError", "Qube already exists: dom0")),
+        (AppVM, "nosuch", b"name=x1 label=red", err("QubesVMNotFoundError", "No such domain: 'nosuch'")),
+        (StandaloneVM, "fedora-40", b"name=x3 label=red", err("ProtocolError", "StandaloneVM cannot be based on template")),
+        (TemplateVM, "fedora-40", b"\xff", err("ProtocolError", "TemplateVM cannot be based on template")),
+        (AppVM, "", b"name=x1 label=nosuch", err("ProtocolError", "Creation requested without key: label")),
+        (AppVM, "", b"name=x1", err("ProtocolError", "Creation requested without key: label")),
+        (AppVM, "", b"label=red", err("ProtocolError", "Creation requested without key: name")),
+        (AppVM, "", b"name=x1 label=3", err("QubesInvalidLabelError", "Label must not be a digit")),
+        (AppVM, "", b"name=x1 label=", err("QubesInvalidLabelError", "Label name must be set")),
+        (AppVM, "", b"name=x1 label=a/b", err("QubesInvalidLabelError", "Label must be in safe set: abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")),
+        (AppVM, "", b"name=1bad label=red", err("QubesValueError", "VM name cannot start with hyphen, underscore, dot or numbers")),
+        (AppVM, "", b"name=x-dm label=red", err("QubesValueError", "VM name cannot end with -dm")),
+        (AppVM, "", b"name=x1 label=red pool=lvm", err("ProtocolError", "Pool option specified but 'allow_pool' is False")),
+        (AppVM, "", b"name=x1 label=red foo=bar", err("ProtocolError", "Options does not match: name, label, pool, pool:")),
+        (AppVM, "", b"name=x1  label=red", err("ProtocolError", "Invalid parameter: ''")),
+        (AppVM, "", b"", err("ProtocolError", "Invalid parameter: ''")),
+        (AppVM, "", b"name=x1 name=x2 label=red", err("ProtocolError", "Options must be unique")),
+        (AppVM, "", "name=wörk label=red".as_bytes(), err("ProtocolError", "Parameters contains non-ASCII characters")),
+        (AppVM, "sys-net", b"name=x1 label=red", err("QubesPropertyValueError", "wrong VM class: domains['sys-net'] is of type AppVM and not TemplateVM")),
+        (DispVM, "work", b"name=x1 label=red", err("QubesValueError", "template for disposable (work) needs to be an AppVM with template_for_dispvms=True")),
+        (AdminVM, "", b"name=x1 label=red", err("QubesPropertyValueError", "property 'qid' on AdminVM instance cannot be set")),
+        (RemoteVM, "", b"name=x1 label=red", err("ProtocolError", "no such method: 'admin.vm.Create.RemoteVM'")),
     ];
     let before = r.to_records();
     let mut failures = Vec::new();
