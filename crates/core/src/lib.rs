@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 
 pub mod hypervisor;
+pub mod libvirt;
 pub mod orchestrate;
 pub mod policy;
 pub mod registry;
