@@ -39,7 +39,8 @@ impl std::fmt::Display for DeviceRef {
     }
 }
 
-/// An assignment request: PCI assignments are always `required`.
+/// An assignment (PCI assignments are always `required`), or an attachment
+/// with the options of its assignment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AssignRequest {
     /// The device.
@@ -83,8 +84,9 @@ pub trait Backend {
     /// The PCI devices `backend` exposes, with everything known about them
     /// (only `dom0` exposes PCI devices).
     fn available(&mut self, backend: &str) -> Result<InventoryReport, BackendError>;
-    /// The devices attached to the running qube `vm`.
-    fn attached(&mut self, vm: &str) -> Result<Vec<DeviceRef>, BackendError>;
+    /// The devices attached to the running qube `vm`, with the options of
+    /// the assignment they came from when it matches them exactly.
+    fn attached(&mut self, vm: &str) -> Result<Vec<AssignRequest>, BackendError>;
     /// The PCI assignments of `vm`.
     fn assigned(&mut self, vm: &str) -> Result<Vec<AssignRequest>, BackendError>;
     /// Assigns a device to `vm` (mode `required`).
@@ -199,7 +201,7 @@ impl Backend for HostBackend {
         }
     }
 
-    fn attached(&mut self, vm: &str) -> Result<Vec<DeviceRef>, BackendError> {
+    fn attached(&mut self, vm: &str) -> Result<Vec<AssignRequest>, BackendError> {
         if vm == "dom0" {
             Ok(Vec::new())
         } else {

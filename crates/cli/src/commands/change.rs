@@ -83,8 +83,8 @@ pub fn detach(
 ) -> Result<(), CliError> {
     check_vm(prog, backend, vm)?;
     let Some(device) = device else {
-        for d in backend.attached(vm).map_err(backend_err(prog))? {
-            backend.detach(vm, &d).map_err(backend_err(prog))?;
+        for a in backend.attached(vm).map_err(backend_err(prog))? {
+            backend.detach(vm, &a.device).map_err(backend_err(prog))?;
         }
         return Ok(());
     };
@@ -99,6 +99,7 @@ pub fn detach(
         .attached(vm)
         .map_err(backend_err(prog))?
         .into_iter()
+        .map(|a| a.device)
         .filter(|d| d.backend == r.backend)
         .collect();
     if mine.is_empty() {
@@ -148,7 +149,7 @@ pub fn unassign(
         let attached = backend.attached(vm).map_err(backend_err(prog))?;
         let port_match =
             |a: &DeviceRef| a.backend == t.backend && (t.port.is_none() || a.port == t.port);
-        for a in attached.iter().filter(|a| port_match(a)) {
+        for a in attached.iter().map(|a| &a.device).filter(|a| port_match(a)) {
             let port = a
                 .port
                 .as_ref()

@@ -105,15 +105,15 @@ pub fn list(
         for d in exposed.devices {
             add(d, &mut devices);
         }
-        for r in backend.attached(vm).map_err(err)? {
-            let from = backend.available(&r.backend).map_err(err)?;
-            if let Some(d) = from.devices.into_iter().find(|d| same_device(&r, d)) {
+        for a in backend.attached(vm).map_err(err)? {
+            let from = backend.available(&a.device.backend).map_err(err)?;
+            if let Some(d) = from.devices.into_iter().find(|d| same_device(&a.device, d)) {
                 add(d, &mut devices);
             }
         }
     }
     // Who holds each device: every qube but the backend, in name order.
-    let mut attached: BTreeMap<String, Vec<DeviceRef>> = BTreeMap::new();
+    let mut attached: BTreeMap<String, Vec<AssignRequest>> = BTreeMap::new();
     let mut assigned: BTreeMap<String, Vec<AssignRequest>> = BTreeMap::new();
     for q in &all_qubes {
         attached.insert(q.clone(), backend.attached(q).map_err(err)?);
@@ -127,8 +127,17 @@ pub fn list(
             let used: Vec<String> = attached
                 .iter()
                 .filter(|(q, _)| **q != d.backend)
-                .filter(|(_, refs)| refs.iter().any(|r| same_device(r, d)))
-                .map(|(q, _)| format!("{q} (attached)"))
+                .flat_map(|(q, list)| {
+                    list.iter()
+                        .filter(|a| same_device(&a.device, d))
+                        .map(move |a| {
+                            if a.options.is_empty() {
+                                format!("{q} (attached)")
+                            } else {
+                                format!("{q} (attached: {})", a.options)
+                            }
+                        })
+                })
                 .collect();
             device_row(d, used.join(", "), args)
         })
