@@ -933,3 +933,21 @@ fn binding_steps_are_described_as_sysfs_writes() {
         ]
     );
 }
+
+#[test]
+fn assign_to_running_qube_says_next_start() {
+    let inv = host(Xen);
+    let req = AssignRequest {
+        key: key("00_14.0", USB),
+        mode: REQ,
+        untrusted_options: vec![],
+    };
+    let halted = plan_assign(&work(vec![]), &runtime(&inv, NONE), &inv, &req).unwrap();
+    assert_eq!(halted.effect_note(), None);
+    let running = runtime(&inv, &[("work", Running, &[])]);
+    let plan = plan_assign(&work(vec![]), &running, &inv, &req).unwrap();
+    assert_eq!(
+        plan.effect_note().unwrap(),
+        "work is running: PCI devices are attached only at start, so dom0:00_14.0:0x8086:0xa0ed::p0c0330 will be attached at its next start"
+    );
+}

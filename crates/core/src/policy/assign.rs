@@ -52,6 +52,21 @@ pub struct AssignPlan {
     pub warnings: Vec<Warning>,
 }
 
+impl AssignPlan {
+    /// What to tell the user about when it takes effect (DESIGN.md M4), if
+    /// anything: `None` for a halted qube.
+    pub fn effect_note(&self) -> Option<String> {
+        match self.effect {
+            AssignEffect::AtStart => None,
+            AssignEffect::NextStart => Some(format!(
+                "{} is running: PCI devices are attached only at start, so {} will be attached at its next start",
+                self.qube,
+                self.assignment.device_text()
+            )),
+        }
+    }
+}
+
 /// What an accepted Unassign changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnassignPlan {
