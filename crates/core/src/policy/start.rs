@@ -147,16 +147,14 @@ pub fn plan_start(
     let stub = StubDriver::for_flavour(flavour);
     let mut devices = Vec::new();
     for (assignment, device) in &resolved {
-        check_device(
+        let ctx = Ctx {
             qube,
             runtime,
             inventory,
             flavour,
-            &chosen,
-            assignment,
-            device,
-            &mut warnings,
-        )?;
+            chosen: &chosen,
+        };
+        ctx.check_device(assignment, device, &mut warnings)?;
         devices.push(PlannedDevice {
             address: device.address,
             path: device.path.clone(),
@@ -245,48 +243,62 @@ fn resolve<'a>(
     Ok(out)
 }
 
-/// The per-device checks of [`plan_start`].
-#[allow(clippy::too_many_arguments)]
-fn check_device(
-    qube: &Qube,
-    runtime: &RuntimeState,
-    inventory: &Inventory,
+/// What the per-device checks of [`plan_start`] look at.
+struct Ctx<'a> {
+    qube: &'a Qube,
+    runtime: &'a RuntimeState,
+    inventory: &'a Inventory,
     flavour: HostFlavour,
-    chosen: &BTreeSet<PciAddress>,
-    assignment: &PciAssignment,
-    device: &PciDevice,
-    warnings: &mut Vec<Warning>,
-) -> Result<(), Refusal> {
-    let name = &qube.name;
-    let shown = describe(device);
-    if let Some(reason) = &device.critical {
-        return Err(Refusal::CriticalStart {
-            qube: name.clone(),
-            device: shown,
-            reason: reason.clone(),
-        });
+    /// Every device this start gives the qube.
+    chosen: &'a BTreeSet<PciAddress>,
+}
+
+impl Ctx<'_> {
+    /// The per-device checks of [`plan_start`], in order.
+    fn check_device(
+        &self,
+        assignment: &PciAssignment,
+        device: &PciDevice,
+        warnings: &mut Vec<Warning>,
+    ) -> Result<(), Refusal> {
+        let name = &self.qube.name;
+        let shown = describe(device);
+        if let Some(reason) = &device.critical {
+            return Err(Refusal::CriticalStart {
+                qube: name.clone(),
+                device: shown,
+                reason: reason.clone(),
+            });
+        }
+        if let Some(holder) = self.runtime.holder_of(&device.address)
+            && holder != name
+        {
+            return Err(Refusal::Held {
+                qube: name.clone(),
+                device: shown,
+                holder: holder.clone(),
+            });
+        }
+        if self.flavour == HostFlavour::Kvm && assignment.options.permissive {
+            return Err(Refusal::PermissiveOnKvm {
+                qube: name.clone(),
+                device: shown,
+            });
+        }
+        check_reset(
+            self.qube,
+            self.inventory,
+            self.chosen,
+            assignment,
+            device,
+            warnings,
+        )?;
+        check_iommu_group(self.qube, self.inventory, self.chosen, device)?;
+        if device.boot_vga {
+            warnings.push(Warning::BootVga { device: shown });
+        }
+        Ok(())
     }
-    if let Some(holder) = runtime.holder_of(&device.address)
-        && holder != name
-    {
-        return Err(Refusal::Held {
-            qube: name.clone(),
-            device: shown,
-            holder: holder.clone(),
-        });
-    }
-    if flavour == HostFlavour::Kvm && assignment.options.permissive {
-        return Err(Refusal::PermissiveOnKvm {
-            qube: name.clone(),
-            device: shown,
-        });
-    }
-    check_reset(qube, inventory, chosen, assignment, device, warnings)?;
-    check_iommu_group(qube, inventory, chosen, device)?;
-    if device.boot_vga {
-        warnings.push(Warning::BootVga { device: shown });
-    }
-    Ok(())
 }
 
 /// Strict reset (DESIGN.md M6/M7).
