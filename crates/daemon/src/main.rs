@@ -1,5 +1,5 @@
-//! qpcid: the Admin API daemon (arrives with the daemon issue).
+//! qpcid: the Admin API daemon.
 
 fn main() -> anyhow::Result<()> {
-    anyhow::bail!("qpcid is not built yet: the daemon arrives with its own issue")
+    anyhow::bail!("qpcid: the server is being built")
 }
