@@ -25,9 +25,10 @@ pub mod topology;
 
 pub use critical::CriticalReason;
 pub use model::{
-    DeviceNames, HostFlavour, Inventory, PciDevice, ResetDomain, ResetInfo, ResetMethod, ResetSource, ScanWarning, Sriov,
+    ConfigFacts, DeviceNames, HostFlavour, Inventory, PciDevice, ResetDomain, ResetInfo,
+    ResetMethod, ResetSource, ScanWarning, Sriov,
 };
 pub use names::PciIds;
 pub use root::HostRoot;
 pub use scan::{ScanOptions, scan};
-pub use topology::{PathResolveError, PortIdKind};
+pub use topology::{IdentifierError, PathResolveError, PortIdKind, parse_lenient_sbdf};

@@ -62,6 +62,10 @@ pub struct PciDevice {
     pub class: Option<ClassCode>,
     /// Header type from config space, bit 7 cleared (0 endpoint, 1 bridge, 2 CardBus).
     pub header_type: Option<u8>,
+    /// Header type bit 7: the slot has other functions (meaningful on function 0).
+    pub multifunction: bool,
+    /// What config space showed; `None` when fewer than 64 bytes were readable.
+    pub config: Option<ConfigFacts>,
     /// Names from pci.ids.
     pub names: DeviceNames,
     /// The bound driver's name (basename of the `driver` link).
@@ -111,9 +115,47 @@ impl PciDevice {
     pub fn is_bridge(&self) -> bool {
         match self.header_type {
             Some(t) => t == 1 || t == 2,
-            None => self.class.is_some_and(|c| matches!(c.base_sub(), 0x0604 | 0x0607 | 0x0609)),
+            None => self
+                .class
+                .is_some_and(|c| matches!(c.base_sub(), 0x0604 | 0x0607 | 0x0609)),
         }
     }
+}
+
+/// Facts read from a function's config space (spec/linux-pci.md §1, §7).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigFacts {
+    /// Bytes read: the 64-byte header only when `reset_method` made the
+    /// capabilities unnecessary or without `CAP_SYS_ADMIN`, else 256.
+    pub len: usize,
+    /// Vendor id at 0x00.
+    pub vendor: Option<u16>,
+    /// Device id at 0x02.
+    pub device: Option<u16>,
+    /// Revision at 0x08.
+    pub revision: Option<u8>,
+    /// Class code at 0x09..0x0b.
+    pub class: u32,
+    /// Header type, bit 7 cleared.
+    pub header_type: u8,
+    /// Header type bit 7.
+    pub multifunction: bool,
+    /// Secondary bus at 0x19 (bridges).
+    pub secondary_bus: Option<u8>,
+    /// Subordinate bus at 0x1a (bridges).
+    pub subordinate_bus: Option<u8>,
+    /// PCIe port type (0 endpoint, 4 root port, 5/6 switch up/down, 7
+    /// PCIe-to-PCI, 9 RC-integrated) when there is a PCIe capability.
+    pub pcie_port_type: Option<u8>,
+    /// PCIe DevCap FLR bit (28).
+    pub flr: bool,
+    /// Advanced Features capability with TP and FLR.
+    pub af_flr: bool,
+    /// PM capability's NoSoftRst bit; `None` without a PM capability.
+    pub pm_no_soft_reset: Option<bool>,
+    /// `false` when the capability list ran past the bytes read (then the
+    /// capability fields above are incomplete).
+    pub capabilities_read: bool,
 }
 
 /// Names looked up in pci.ids; each `None` when pci.ids has no entry.

@@ -1,6 +1,28 @@
 //! Scanning the host's PCI devices into an [`Inventory`].
+//!
+//! One pass reads each function's directory once (one listing, then only
+//! the files present); everything that relates devices to each other
+//! (parents, siblings, bus members, IOMMU peers, paths, reset domains, the
+//! critical verdict) is computed afterwards from maps, in linear time.
 
-use crate::{HostRoot, Inventory, PciIds};
+mod config;
+mod read;
+mod reset;
+mod verdict;
+
+use std::collections::{BTreeSet, HashMap};
+use std::ffi::OsString;
+use std::fs;
+
+use qpci_types::{PathHop, PciAddress, PciPath};
+
+use crate::critical::storage::dom0_storage;
+use crate::{HostFlavour, HostRoot, Inventory, PciDevice, PciIds, ScanWarning};
+
+pub use reset::{reset_domain, reset_info};
+pub use verdict::mark_critical;
+
+pub(crate) use read::root_bus_name;
 
 /// How to scan.
 #[derive(Debug, Default)]
@@ -12,6 +34,249 @@ pub struct ScanOptions<'a> {
 /// Reads every PCI function under `root` into an inventory. One odd device
 /// never breaks the scan: it is listed with what could be read, and a warning.
 pub fn scan(root: &HostRoot, options: &ScanOptions<'_>) -> Inventory {
-    let _ = (root, options);
-    Inventory::default()
+    let mut inv = Inventory::default();
+    let devices_dir = root.pci_devices();
+    let names: Vec<OsString> = match fs::read_dir(&devices_dir) {
+        Ok(rd) => rd.filter_map(Result::ok).map(|e| e.file_name()).collect(),
+        Err(e) => {
+            inv.warnings.push(global(format!(
+                "cannot list {}: {e}; no PCI devices",
+                devices_dir.display()
+            )));
+            Vec::new()
+        }
+    };
+    let modern = kernel_lists_resets(root);
+    let mut raws = Vec::with_capacity(names.len());
+    for (name, read) in read_all(root, &devices_dir, &names, modern) {
+        match read {
+            Some(raw) => raws.push(raw),
+            None => inv.warnings.push(global(format!(
+                "sys/bus/pci/devices/{} is not a PCI address; skipped",
+                name.to_string_lossy()
+            ))),
+        }
+    }
+    raws.sort_by_key(|r| r.dev.address);
+    raws.dedup_by_key(|r| r.dev.address);
+
+    let mut root_buses: BTreeSet<(u32, u8)> = raws.iter().filter_map(|r| r.root_bus).collect();
+    if let Ok(rd) = fs::read_dir(root.join("sys/devices")) {
+        root_buses.extend(
+            rd.filter_map(Result::ok)
+                .filter_map(|e| e.file_name().to_str().and_then(root_bus_name)),
+        );
+    }
+    inv.root_buses = root_buses.into_iter().collect();
+
+    let secondary: HashMap<PciAddress, Option<u8>> = raws
+        .iter()
+        .map(|r| (r.dev.address, r.dev.secondary_bus))
+        .collect();
+    for r in &mut raws {
+        let n = r.chain.len();
+        if n >= 2 {
+            r.dev.parent_bridge = r.chain.get(n - 2).copied();
+        }
+        if n > 0 {
+            match path_of(&r.chain, &secondary) {
+                Ok(p) => r.dev.path = Some(p),
+                Err(why) => r.dev.warnings.push(format!("no port id: {why}")),
+            }
+        }
+    }
+
+    let mut kernel_methods = Vec::with_capacity(raws.len());
+    let mut devices: Vec<PciDevice> = Vec::with_capacity(raws.len());
+    for r in raws {
+        kernel_methods.push(r.reset_method);
+        devices.push(r.dev);
+    }
+    fill_siblings(&mut devices);
+    fill_iommu_peers(&mut devices);
+    reset::fill(&mut devices, &kernel_methods);
+    if let Some(ids) = options.names {
+        for d in &mut devices {
+            if let (Some(v), Some(p)) = (d.vendor_id, d.device_id) {
+                ids.lookup(
+                    &mut d.names,
+                    v,
+                    p,
+                    d.subsystem_vendor_id,
+                    d.subsystem_device_id,
+                    d.class,
+                );
+            }
+        }
+    }
+
+    inv.flavour = flavour(root);
+    inv.iommu_groups = fs::read_dir(root.join("sys/kernel/iommu_groups"))
+        .is_ok_and(|mut rd| rd.next().is_some())
+        || devices.iter().any(|d| d.iommu_group.is_some());
+
+    let (holders, storage_warnings) = dom0_storage(root);
+    inv.warnings
+        .extend(storage_warnings.into_iter().map(global));
+    inv.warnings.extend(
+        mark_critical(&mut devices, &holders)
+            .into_iter()
+            .map(global),
+    );
+    for d in &devices {
+        inv.warnings.extend(d.warnings.iter().map(|w| ScanWarning {
+            device: Some(d.address),
+            message: w.clone(),
+        }));
+    }
+    inv.devices = devices;
+    inv
+}
+
+/// Below this many functions a thread costs more than it saves.
+const PARALLEL_FROM: usize = 64;
+
+/// Reads every device, spread over the CPUs: sysfs reads are syscall-bound
+/// and independent, so they scale with cores.
+fn read_all<'n>(
+    root: &HostRoot,
+    devices_dir: &std::path::Path,
+    names: &'n [OsString],
+    modern: bool,
+) -> Vec<(&'n OsString, Option<read::RawDevice>)> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    if threads < 2 || names.len() < PARALLEL_FROM {
+        return names
+            .iter()
+            .map(|n| (n, read::read_device(root, devices_dir, n, modern)))
+            .collect();
+    }
+    let chunk = names.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = names
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|n| (n, read::read_device(root, devices_dir, n, modern)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(names.len());
+        for (h, part) in handles.into_iter().zip(names.chunks(chunk)) {
+            match h.join() {
+                Ok(v) => out.extend(v),
+                // A reader thread cannot panic on host data; should it still,
+                // read its share again here rather than lose the devices.
+                Err(_) => out.extend(
+                    part.iter()
+                        .map(|n| (n, read::read_device(root, devices_dir, n, modern))),
+                ),
+            }
+        }
+        out
+    })
+}
+
+/// `true` when `proc/sys/kernel/osrelease` says ≥ 5.15, the first kernel
+/// with `reset_method`: there, a missing file means the function has no
+/// reset method at all (spec/linux-pci.md §1). Without the file (a fixture
+/// tree, an old kernel) resets are also derived from config space.
+pub fn kernel_lists_resets(root: &HostRoot) -> bool {
+    let Ok(release) = fs::read_to_string(root.join("proc/sys/kernel/osrelease")) else {
+        return false;
+    };
+    let mut parts = release
+        .trim()
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= (5, 15),
+        _ => false,
+    }
+}
+
+fn global(message: String) -> ScanWarning {
+    ScanWarning {
+        device: None,
+        message,
+    }
+}
+
+/// Xen when `proc/xen/capabilities` says `control_d` (a dom0).
+fn flavour(root: &HostRoot) -> HostFlavour {
+    match fs::read_to_string(root.join("proc/xen/capabilities")) {
+        Ok(caps) if caps.contains("control_d") => HostFlavour::Xen,
+        _ => HostFlavour::Kvm,
+    }
+}
+
+/// The Qubes port id of the last function of `chain` (spec/admin-api.md
+/// §2.8): each step's bus minus the previous bridge's secondary bus.
+pub(crate) fn path_of(
+    chain: &[PciAddress],
+    secondary: &HashMap<PciAddress, Option<u8>>,
+) -> Result<PciPath, String> {
+    let mut hops = Vec::with_capacity(chain.len());
+    let mut offset: Option<u8> = None;
+    for (i, a) in chain.iter().enumerate() {
+        let bus = match offset {
+            None if i == 0 => a.bus(),
+            None => return Err(format!("{} has no secondary bus number", chain[i - 1])),
+            Some(sec) => a.bus().checked_sub(sec).ok_or_else(|| {
+                format!(
+                    "{a} sits on bus {:02x}, below its parent's secondary bus {sec:02x}",
+                    a.bus()
+                )
+            })?,
+        };
+        hops.push(PathHop {
+            bus,
+            device: a.device(),
+            function: a.function(),
+        });
+        offset = secondary.get(a).copied().flatten();
+    }
+    let domain = chain.first().map_or(0, PciAddress::domain);
+    PciPath::new(domain, hops).ok_or_else(|| "empty chain".to_owned())
+}
+
+/// Other functions of the same slot; devices are sorted, so each slot is a run.
+fn fill_siblings(devices: &mut [PciDevice]) {
+    let mut start = 0;
+    while start < devices.len() {
+        let slot = devices[start].address;
+        let end = devices[start..]
+            .iter()
+            .position(|d| !d.address.same_slot(&slot))
+            .map_or(devices.len(), |n| start + n);
+        if end - start > 1 {
+            let all: Vec<PciAddress> = devices[start..end].iter().map(|d| d.address).collect();
+            for d in &mut devices[start..end] {
+                d.siblings = all.iter().copied().filter(|a| *a != d.address).collect();
+            }
+        }
+        start = end;
+    }
+}
+
+fn fill_iommu_peers(devices: &mut [PciDevice]) {
+    let mut groups: HashMap<u32, Vec<PciAddress>> = HashMap::new();
+    for d in devices.iter() {
+        if let Some(g) = d.iommu_group {
+            groups.entry(g).or_default().push(d.address);
+        }
+    }
+    for d in devices.iter_mut() {
+        if let Some(members) = d.iommu_group.and_then(|g| groups.get(&g)) {
+            d.iommu_group_peers = members
+                .iter()
+                .copied()
+                .filter(|a| *a != d.address)
+                .collect();
+        }
+    }
 }
