@@ -4,6 +4,11 @@
 //! whole API can be tested without a socket (conformance tests feed raw
 //! request bytes and compare raw reply bytes).
 
+pub mod checks;
+pub mod table;
+
+pub use table::Table;
+
 use qpci_api::Event;
 use qpci_types::QubeName;
 
