@@ -37,6 +37,7 @@
 //! All text goes through `quick-xml`'s writer, which escapes it; characters
 //! XML 1.0 cannot carry at all are refused ([`XmlError::IllegalCharacter`]).
 
+mod from_plan;
 mod spec;
 #[cfg(test)]
 mod tests;
@@ -44,6 +45,7 @@ mod xml;
 
 use qpci_types::{PciAddress, QubeName};
 
+pub use from_plan::{COMMON_KERNELOPTS, SpecExtras, VM_KERNELS_DIR, needs_kernel, spec_from_plan};
 pub use spec::{DomainSpec, DomainUuid, HostdevSpec, KernelBoot, MemoryLayout, UuidError};
 pub use xml::render_domain;
 
