@@ -6,6 +6,7 @@
 //! critical verdict) is computed afterwards from maps, in linear time.
 
 mod config;
+mod devdir;
 mod read;
 mod reset;
 mod verdict;

@@ -2,12 +2,12 @@
 
 use std::ffi::OsStr;
 use std::fs;
-use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
 use qpci_types::{ClassCode, PciAddress};
 
 use super::config;
+use super::devdir::DevDir;
 use crate::{HostRoot, PciDevice, ResetMethod};
 
 /// How much of `config` the scan reads: the header and every standard
@@ -15,8 +15,6 @@ use crate::{HostRoot, PciDevice, ResetMethod};
 const CONFIG_READ: usize = 256;
 /// The header alone, enough when the kernel lists reset methods itself.
 const CONFIG_HEADER: usize = 64;
-/// Longest attribute value the kernel prints (one page).
-const ATTR_MAX: usize = 4096;
 
 /// One function as read, before the cross-device passes.
 #[derive(Debug)]
@@ -75,14 +73,11 @@ pub(crate) fn read_device(
             link
         }
     };
-    let entries = list(&dir);
-    let has = |n: &str| entries.iter().any(|e| e == n);
+    let dir = DevDir::open(&dir);
+    let has = |n: &str| dir.has(n);
 
     dev.vendor_id = hex_file::<u16>(&dir, "vendor", 0xffff, &mut dev.warnings);
     dev.device_id = hex_file::<u16>(&dir, "device", 0xffff, &mut dev.warnings);
-    dev.subsystem_vendor_id = hex_file::<u16>(&dir, "subsystem_vendor", 0xffff, &mut dev.warnings);
-    dev.subsystem_device_id = hex_file::<u16>(&dir, "subsystem_device", 0xffff, &mut dev.warnings);
-    dev.revision = hex_file::<u8>(&dir, "revision", 0xff, &mut dev.warnings);
     dev.class =
         hex_file::<u32>(&dir, "class", 0xff_ffff, &mut dev.warnings).map(ClassCode::from_raw);
 
@@ -93,7 +88,7 @@ pub(crate) fn read_device(
     } else {
         CONFIG_READ
     };
-    match read_prefix(&dir.join("config"), config_want) {
+    match dir.read_prefix("config", config_want) {
         Ok(bytes) => match config::parse(&bytes) {
             Some(facts) => {
                 dev.header_type = Some(facts.header_type);
@@ -111,15 +106,34 @@ pub(crate) fn read_device(
     }
 
     dev.modalias = text_file(&dir, "modalias", &mut dev.warnings);
+    // The kernel prints `modalias` and `subsystem_*` from the same fields and
+    // `revision` from the config byte, so those two sources spare three
+    // opens per device; the files are read only when a source is unusable.
+    match dev.modalias.as_deref().and_then(modalias_subsystem) {
+        Some((sv, sd)) => {
+            dev.subsystem_vendor_id = Some(sv);
+            dev.subsystem_device_id = Some(sd);
+        }
+        None => {
+            dev.subsystem_vendor_id =
+                hex_file::<u16>(&dir, "subsystem_vendor", 0xffff, &mut dev.warnings);
+            dev.subsystem_device_id =
+                hex_file::<u16>(&dir, "subsystem_device", 0xffff, &mut dev.warnings);
+        }
+    }
+    dev.revision = match dev.config.as_ref().and_then(|c| c.revision) {
+        Some(r) => Some(r),
+        None => hex_file::<u8>(&dir, "revision", 0xff, &mut dev.warnings),
+    };
     dev.driver = if has("driver") {
-        link_name(&dir.join("driver"))
+        dir.link_name("driver")
     } else {
         None
     };
     dev.driver_override = optional_text(&dir, "driver_override", has("driver_override"))
         .filter(|v| !v.is_empty() && v != "(null)");
     if has("iommu_group") {
-        match link_name(&dir.join("iommu_group")).and_then(|g| g.parse().ok()) {
+        match dir.link_name("iommu_group").and_then(|g| g.parse().ok()) {
             Some(g) => dev.iommu_group = Some(g),
             None => dev
                 .warnings
@@ -159,13 +173,14 @@ pub(crate) fn read_device(
         .and_then(|n| n.parse::<i32>().ok())
         .filter(|n| *n >= 0);
     if has("physfn") {
-        dev.sriov.physfn = link_name(&dir.join("physfn")).and_then(|n| n.parse().ok());
+        dev.sriov.physfn = dir.link_name("physfn").and_then(|n| n.parse().ok());
     }
-    let mut vfs: Vec<(u32, PciAddress)> = entries
+    let mut vfs: Vec<(u32, PciAddress)> = dir
+        .virtfns()
         .iter()
         .filter_map(|e| {
             let n: u32 = e.strip_prefix("virtfn")?.parse().ok()?;
-            let a = link_name(&dir.join(e))?.parse().ok()?;
+            let a = dir.link_name(e)?.parse().ok()?;
             Some((n, a))
         })
         .collect();
@@ -176,17 +191,6 @@ pub(crate) fn read_device(
     }
     raw.dev = dev;
     Some(raw)
-}
-
-/// Names in `dir`; empty when unreadable. One listing replaces a failed
-/// open per optional attribute.
-fn list(dir: &Path) -> Vec<String> {
-    let Ok(rd) = fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    rd.filter_map(Result::ok)
-        .filter_map(|e| e.file_name().into_string().ok())
-        .collect()
 }
 
 /// Where the link at `link` leads, relative to the root, resolved
@@ -235,6 +239,22 @@ pub(crate) fn chain_of(rel: &Path) -> Option<((u32, u8), Vec<PciAddress>)> {
     (!chain.is_empty()).then_some((rb, chain))
 }
 
+/// The subsystem ids in a modalias,
+/// `pci:v%08Xd%08Xsv%08Xsd%08Xbc%02Xsc%02Xi%02X`.
+pub(crate) fn modalias_subsystem(modalias: &str) -> Option<(u16, u16)> {
+    let rest = modalias.strip_prefix("pci:v")?;
+    let field = |s: &str| -> Option<u16> {
+        (s.len() == 8 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| u32::from_str_radix(s, 16).ok())
+            .flatten()
+            .and_then(|v| u16::try_from(v).ok())
+    };
+    let sv = field(rest.get(8 + 1 + 8 + 2..8 + 1 + 8 + 2 + 8)?)?;
+    let sd = field(rest.get(8 + 1 + 8 + 2 + 8 + 2..8 + 1 + 8 + 2 + 8 + 2 + 8)?)?;
+    let shape = rest.get(8..9)? == "d" && rest.get(17..19)? == "sv" && rest.get(27..29)? == "sd";
+    shape.then_some((sv, sd))
+}
+
 /// Parses a root-bus directory name `pciDDDD:BB` (domain 4 or more hex digits).
 pub(crate) fn root_bus_name(name: &str) -> Option<(u32, u8)> {
     let (domain, bus) = name.strip_prefix("pci")?.split_once(':')?;
@@ -248,29 +268,9 @@ pub(crate) fn root_bus_name(name: &str) -> Option<(u32, u8)> {
     ))
 }
 
-/// The basename of a link's target.
-fn link_name(link: &Path) -> Option<String> {
-    let target = fs::read_link(link).ok()?;
-    target.file_name()?.to_str().map(str::to_owned)
-}
-
-fn read_prefix(path: &Path, max: usize) -> std::io::Result<Vec<u8>> {
-    let mut f = fs::File::open(path)?;
-    let mut buf = vec![0u8; max];
-    let mut got = 0;
-    while got < max {
-        match f.read(&mut buf[got..])? {
-            0 => break,
-            n => got += n,
-        }
-    }
-    buf.truncate(got);
-    Ok(buf)
-}
-
 /// A small attribute file, trimmed; warns when missing or not UTF-8.
-fn text_file(dir: &Path, name: &str, warnings: &mut Vec<String>) -> Option<String> {
-    match read_attr(&dir.join(name)) {
+fn text_file(dir: &DevDir, name: &str, warnings: &mut Vec<String>) -> Option<String> {
+    match dir.read(name) {
         Ok(bytes) => match String::from_utf8(bytes) {
             Ok(s) => Some(s.trim().to_owned()),
             Err(_) => {
@@ -285,29 +285,18 @@ fn text_file(dir: &Path, name: &str, warnings: &mut Vec<String>) -> Option<Strin
     }
 }
 
-/// Reads a sysfs attribute with one `read(2)`: the kernel hands out the
-/// whole value (at most a page) at once, so the usual second read that
-/// waits for end-of-file is a wasted syscall per attribute.
-fn read_attr(path: &Path) -> std::io::Result<Vec<u8>> {
-    let mut f = fs::File::open(path)?;
-    let mut buf = vec![0u8; ATTR_MAX];
-    let n = f.read(&mut buf)?;
-    buf.truncate(n);
-    Ok(buf)
-}
-
 /// An optional file, read only when `present`; silent when unreadable.
-fn optional_text(dir: &Path, name: &str, present: bool) -> Option<String> {
+fn optional_text(dir: &DevDir, name: &str, present: bool) -> Option<String> {
     if !present {
         return None;
     }
-    let bytes = read_attr(&dir.join(name)).ok()?;
+    let bytes = dir.read(name).ok()?;
     String::from_utf8(bytes).ok().map(|s| s.trim().to_owned())
 }
 
 /// A `0x…` hex attribute no larger than `max`.
 fn hex_file<T: TryFrom<u32>>(
-    dir: &Path,
+    dir: &DevDir,
     name: &str,
     max: u32,
     warnings: &mut Vec<String>,
@@ -330,7 +319,7 @@ fn hex_file<T: TryFrom<u32>>(
 }
 
 /// A decimal bus number file.
-fn dec_file(dir: &Path, name: &str, warnings: &mut Vec<String>) -> Option<u8> {
+fn dec_file(dir: &DevDir, name: &str, warnings: &mut Vec<String>) -> Option<u8> {
     let text = text_file(dir, name, warnings)?;
     let parsed = text.parse::<u8>().ok();
     if parsed.is_none() {
@@ -357,6 +346,22 @@ mod tests {
         assert_eq!(root_bus_name("pci000:00"), None);
         assert_eq!(root_bus_name("pci0000:0"), None);
         assert_eq!(root_bus_name("pci0000:zz"), None);
+    }
+
+    #[test]
+    fn modalias_subsystems() {
+        assert_eq!(
+            modalias_subsystem("pci:v00008086d0000A0EDsv000017AAsd000022D8bc0Csc03i30"),
+            Some((0x17aa, 0x22d8))
+        );
+        for bad in [
+            "",
+            "pci:v00008086",
+            "pci:v00008086d0000A0EDsv0000ZZAAsd000022D8bc0Csc03i30",
+            "usb:v1234",
+        ] {
+            assert_eq!(modalias_subsystem(bad), None, "{bad}");
+        }
     }
 
     #[test]
