@@ -12,5 +12,14 @@
 //! the state file format (`qpci-store`) and the wire types (`qpci-api`).
 #![deny(missing_docs)]
 
+pub mod commit;
 pub mod dispatch;
+pub mod events;
+pub mod flags;
+pub mod host_source;
+pub mod logging;
 pub mod methods;
+pub mod paths;
+pub mod peer;
+pub mod server;
+pub mod state;

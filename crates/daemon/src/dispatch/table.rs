@@ -7,7 +7,9 @@
 
 use std::collections::HashMap;
 
-use super::{Handler, MethodSpec};
+use qpci_api::Event;
+
+use super::{Call, Ctx, Exc, Handler, MethodSpec, Outcome};
 
 /// The streaming method the server handles itself.
 pub const EVENTS: MethodSpec = MethodSpec {
@@ -81,4 +83,80 @@ impl Table {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+}
+
+/// Adds the `qpci.test.*` methods (only with the hidden `--test-methods`
+/// flag): a durable write and a read, for the server's own tests before
+/// the real methods exist, and a handler that panics.
+pub fn add_test_methods(table: &mut Table) {
+    table.add(
+        MethodSpec {
+            name: "qpci.test.SetFeature",
+            dest_adminvm: None,
+            wants_arg: Some(true),
+            wants_payload: None,
+            writes: true,
+        },
+        test_set_feature,
+    );
+    table.add(
+        MethodSpec {
+            name: "qpci.test.GetFeature",
+            dest_adminvm: None,
+            wants_arg: Some(true),
+            wants_payload: Some(false),
+            writes: false,
+        },
+        test_get_feature,
+    );
+    table.add(
+        MethodSpec {
+            name: "qpci.test.Panic",
+            dest_adminvm: None,
+            wants_arg: None,
+            wants_payload: None,
+            writes: false,
+        },
+        test_panic,
+    );
+}
+
+fn registry_exc(e: qpci_core::registry::RegistryError) -> Exc {
+    Exc::new(e.kind.name(), e.message)
+}
+
+fn test_set_feature(ctx: &mut Ctx<'_>, call: &Call) -> Result<Outcome, Exc> {
+    ctx.registry
+        .set_feature(
+            call.dest.as_str(),
+            &call.untrusted_arg,
+            &call.untrusted_payload,
+        )
+        .map_err(registry_exc)?;
+    let mut out = Outcome::changed();
+    out.events.push(Event {
+        subject: call.dest.as_str().to_owned(),
+        name: format!("domain-feature-set:{}", call.untrusted_arg),
+        kwargs: vec![
+            ("feature".to_owned(), call.untrusted_arg.clone()),
+            (
+                "value".to_owned(),
+                String::from_utf8_lossy(&call.untrusted_payload).into_owned(),
+            ),
+        ],
+    });
+    Ok(out)
+}
+
+fn test_get_feature(ctx: &mut Ctx<'_>, call: &Call) -> Result<Outcome, Exc> {
+    let value = ctx
+        .registry
+        .feature(call.dest.as_str(), &call.untrusted_arg)
+        .map_err(registry_exc)?;
+    Ok(Outcome::data(value))
+}
+
+#[allow(clippy::panic)]
+fn test_panic(_: &mut Ctx<'_>, _: &Call) -> Result<Outcome, Exc> {
+    panic!("qpci.test.Panic was called")
 }
