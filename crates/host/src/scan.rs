@@ -10,8 +10,9 @@ mod devdir;
 mod read;
 mod reset;
 mod verdict;
+mod walk;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs;
 
@@ -22,8 +23,6 @@ use crate::{HostFlavour, HostRoot, Inventory, PciDevice, PciIds, ScanWarning};
 
 pub use reset::{reset_domain, reset_info};
 pub use verdict::mark_critical;
-
-pub(crate) use read::root_bus_name;
 
 /// How to scan.
 #[derive(Debug, Default)]
@@ -48,26 +47,35 @@ pub fn scan(root: &HostRoot, options: &ScanOptions<'_>) -> Inventory {
         }
     };
     let modern = kernel_lists_resets(root);
-    let mut raws = Vec::with_capacity(names.len());
-    for (name, read) in read_all(root, &devices_dir, &names, modern) {
-        match read {
-            Some(raw) => raws.push(raw),
+    let mut wanted: HashSet<PciAddress> = HashSet::with_capacity(names.len());
+    for name in &names {
+        match name.to_str().and_then(|n| n.parse().ok()) {
+            Some(a) => {
+                wanted.insert(a);
+            }
             None => inv.warnings.push(global(format!(
                 "sys/bus/pci/devices/{} is not a PCI address; skipped",
                 name.to_string_lossy()
             ))),
         }
     }
+    let walked = walk::walk(root, &wanted, modern);
+    let mut raws = walked.raws;
+    let reached: HashSet<PciAddress> = raws.iter().map(|r| r.dev.address).collect();
+    for name in &names {
+        let unreached = name
+            .to_str()
+            .and_then(|n| n.parse::<PciAddress>().ok())
+            .is_some_and(|a| !reached.contains(&a));
+        if unreached {
+            raws.extend(read::read_device(root, &devices_dir, name, modern));
+        }
+    }
     raws.sort_by_key(|r| r.dev.address);
     raws.dedup_by_key(|r| r.dev.address);
 
     let mut root_buses: BTreeSet<(u32, u8)> = raws.iter().filter_map(|r| r.root_bus).collect();
-    if let Ok(rd) = fs::read_dir(root.join("sys/devices")) {
-        root_buses.extend(
-            rd.filter_map(Result::ok)
-                .filter_map(|e| e.file_name().to_str().and_then(root_bus_name)),
-        );
-    }
+    root_buses.extend(walked.root_buses);
     inv.root_buses = root_buses.into_iter().collect();
 
     let secondary: HashMap<PciAddress, Option<u8>> = raws
@@ -132,54 +140,6 @@ pub fn scan(root: &HostRoot, options: &ScanOptions<'_>) -> Inventory {
     }
     inv.devices = devices;
     inv
-}
-
-/// Below this many functions a thread costs more than it saves.
-const PARALLEL_FROM: usize = 64;
-
-/// Reads every device, spread over the CPUs: sysfs reads are syscall-bound
-/// and independent, so they scale with cores.
-fn read_all<'n>(
-    root: &HostRoot,
-    devices_dir: &std::path::Path,
-    names: &'n [OsString],
-    modern: bool,
-) -> Vec<(&'n OsString, Option<read::RawDevice>)> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(8);
-    if threads < 2 || names.len() < PARALLEL_FROM {
-        return names
-            .iter()
-            .map(|n| (n, read::read_device(root, devices_dir, n, modern)))
-            .collect();
-    }
-    let chunk = names.len().div_ceil(threads);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = names
-            .chunks(chunk)
-            .map(|part| {
-                s.spawn(move || {
-                    part.iter()
-                        .map(|n| (n, read::read_device(root, devices_dir, n, modern)))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        let mut out = Vec::with_capacity(names.len());
-        for (h, part) in handles.into_iter().zip(names.chunks(chunk)) {
-            match h.join() {
-                Ok(v) => out.extend(v),
-                // A reader thread cannot panic on host data; should it still,
-                // read its share again here rather than lose the devices.
-                Err(_) => out.extend(
-                    part.iter()
-                        .map(|n| (n, read::read_device(root, devices_dir, n, modern))),
-                ),
-            }
-        }
-        out
-    })
 }
 
 /// `true` when `proc/sys/kernel/osrelease` says ≥ 5.15, the first kernel

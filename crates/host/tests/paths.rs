@@ -212,14 +212,21 @@ fn broken_link_gives_no_path_but_keeps_the_device() {
     t.bridge("0000:00:1c.0", 2);
     t.endpoint("0000:02:00.0");
     let tree = t.build();
-    // A link that leads nowhere PCI-shaped.
+    // The device sits outside any root bus's directory: only its link finds it.
+    std::fs::create_dir_all(tree.path("sys/devices/platform/odd")).unwrap();
+    std::fs::rename(
+        tree.path("sys/devices/pci0000:00/0000:00:1c.0/0000:02:00.0"),
+        tree.path("sys/devices/platform/odd/0000:02:00.0"),
+    )
+    .unwrap();
     tree.symlink(
         "sys/bus/pci/devices/0000:02:00.0",
-        "../../../devices/platform/odd",
+        "../../../devices/platform/odd/0000:02:00.0",
     );
     let inv = scan(&HostRoot::new(tree.root()), &ScanOptions::default());
     let d = inv.device(&addr("0000:02:00.0")).unwrap();
     assert!(d.path.is_none());
+    assert_eq!(d.vendor_id, Some(0x1b36), "its files are still read");
     assert!(!d.warnings.is_empty());
     assert!(inv.warnings.iter().any(|w| w.device == Some(d.address)));
 }

@@ -6,7 +6,11 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
-use rustix::fs::{Dir, Mode, OFlags};
+use rustix::fs::{Dir, FileType, Mode, OFlags};
+
+const DIR_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::CLOEXEC);
 
 /// Longest attribute value the kernel prints (one page).
 const ATTR_MAX: usize = 4096;
@@ -32,6 +36,7 @@ pub(crate) struct DevDir {
     dir: Option<Dir>,
     present: u16,
     virtfns: Vec<String>,
+    children: Vec<String>,
     open_error: Option<io::Error>,
 }
 
@@ -39,16 +44,26 @@ impl DevDir {
     /// Opens and lists `path`; a directory that cannot be opened yields an
     /// empty listing and the error on every read.
     pub(crate) fn open(path: &Path) -> Self {
-        let opened = rustix::fs::open(
-            path,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .and_then(Dir::new);
-        match opened {
+        Self::from_open(rustix::fs::open(path, DIR_FLAGS, Mode::empty()))
+    }
+
+    /// Opens and lists `name` inside `parent` (no walk of the whole path).
+    pub(crate) fn open_at(parent: &DevDir, name: &str) -> Self {
+        let opened = match &parent.dir {
+            Some(dir) => dir
+                .fd()
+                .and_then(|fd| rustix::fs::openat(fd, name, DIR_FLAGS, Mode::empty())),
+            None => Err(rustix::io::Errno::NOENT),
+        };
+        Self::from_open(opened)
+    }
+
+    fn from_open(opened: rustix::io::Result<OwnedFd>) -> Self {
+        match opened.and_then(Dir::new) {
             Ok(mut dir) => {
                 let mut present = 0u16;
                 let mut virtfns = Vec::new();
+                let mut children = Vec::new();
                 while let Some(Ok(e)) = dir.read() {
                     let Ok(n) = e.file_name().to_str() else {
                         continue;
@@ -57,12 +72,15 @@ impl DevDir {
                         present |= 1 << i;
                     } else if n.starts_with("virtfn") {
                         virtfns.push(n.to_owned());
+                    } else if e.file_type() == FileType::Directory && is_pci_dir_name(n) {
+                        children.push(n.to_owned());
                     }
                 }
                 Self {
                     dir: Some(dir),
                     present,
                     virtfns,
+                    children,
                     open_error: None,
                 }
             }
@@ -70,6 +88,7 @@ impl DevDir {
                 dir: None,
                 present: 0,
                 virtfns: Vec::new(),
+                children: Vec::new(),
                 open_error: Some(e.into()),
             },
         }
@@ -81,6 +100,11 @@ impl DevDir {
             .iter()
             .position(|o| *o == name)
             .is_some_and(|i| self.present & (1 << i) != 0)
+    }
+
+    /// Subdirectories named like a PCI function or a root bus (`pciDDDD:BB`).
+    pub(crate) fn children(&self) -> &[String] {
+        &self.children
     }
 
     /// The `virtfnN` links.
@@ -151,4 +175,11 @@ impl DevDir {
             .find(|c| !c.is_empty())
             .map(str::to_owned)
     }
+}
+
+/// A name that may be a PCI function (`0000:00:1c.0`) or a root bus
+/// (`pci0000:00`); cheap enough to run on every directory entry.
+fn is_pci_dir_name(n: &str) -> bool {
+    n.starts_with("pci")
+        || (n.len() >= 12 && n.as_bytes().get(n.len() - 2) == Some(&b'.') && n.contains(':'))
 }

@@ -74,12 +74,23 @@ pub(crate) fn read_device(
         }
     };
     let dir = DevDir::open(&dir);
+    read_at(&dir, dev, raw, kernel_lists_resets)
+}
+
+/// Reads the attributes of the function whose directory is `dir` into
+/// `dev`, and completes `raw` (whose topology fields are already set).
+pub(crate) fn read_at(
+    dir: &DevDir,
+    mut dev: PciDevice,
+    mut raw: RawDevice,
+    kernel_lists_resets: bool,
+) -> Option<RawDevice> {
     let has = |n: &str| dir.has(n);
 
-    dev.vendor_id = hex_file::<u16>(&dir, "vendor", 0xffff, &mut dev.warnings);
-    dev.device_id = hex_file::<u16>(&dir, "device", 0xffff, &mut dev.warnings);
+    dev.vendor_id = hex_file::<u16>(dir, "vendor", 0xffff, &mut dev.warnings);
+    dev.device_id = hex_file::<u16>(dir, "device", 0xffff, &mut dev.warnings);
     dev.class =
-        hex_file::<u32>(&dir, "class", 0xff_ffff, &mut dev.warnings).map(ClassCode::from_raw);
+        hex_file::<u32>(dir, "class", 0xff_ffff, &mut dev.warnings).map(ClassCode::from_raw);
 
     // Config reads are slow on real hardware (each dword is a bus access), so
     // the capabilities are read only when the kernel does not list resets.
@@ -105,7 +116,7 @@ pub(crate) fn read_device(
             .push(format!("config: {e}: header type and capabilities unknown")),
     }
 
-    dev.modalias = text_file(&dir, "modalias", &mut dev.warnings);
+    dev.modalias = text_file(dir, "modalias", &mut dev.warnings);
     // The kernel prints `modalias` and `subsystem_*` from the same fields and
     // `revision` from the config byte, so those two sources spare three
     // opens per device; the files are read only when a source is unusable.
@@ -116,21 +127,21 @@ pub(crate) fn read_device(
         }
         None => {
             dev.subsystem_vendor_id =
-                hex_file::<u16>(&dir, "subsystem_vendor", 0xffff, &mut dev.warnings);
+                hex_file::<u16>(dir, "subsystem_vendor", 0xffff, &mut dev.warnings);
             dev.subsystem_device_id =
-                hex_file::<u16>(&dir, "subsystem_device", 0xffff, &mut dev.warnings);
+                hex_file::<u16>(dir, "subsystem_device", 0xffff, &mut dev.warnings);
         }
     }
     dev.revision = match dev.config.as_ref().and_then(|c| c.revision) {
         Some(r) => Some(r),
-        None => hex_file::<u8>(&dir, "revision", 0xff, &mut dev.warnings),
+        None => hex_file::<u8>(dir, "revision", 0xff, &mut dev.warnings),
     };
     dev.driver = if has("driver") {
         dir.link_name("driver")
     } else {
         None
     };
-    dev.driver_override = optional_text(&dir, "driver_override", has("driver_override"))
+    dev.driver_override = optional_text(dir, "driver_override", has("driver_override"))
         .filter(|v| !v.is_empty() && v != "(null)");
     if has("iommu_group") {
         match dir.link_name("iommu_group").and_then(|g| g.parse().ok()) {
@@ -141,7 +152,7 @@ pub(crate) fn read_device(
         }
     }
     if has("reset_method") {
-        let words = optional_text(&dir, "reset_method", true).unwrap_or_default();
+        let words = optional_text(dir, "reset_method", true).unwrap_or_default();
         let mut methods = Vec::new();
         for w in words.split_whitespace() {
             match ResetMethod::from_name(w) {
@@ -157,8 +168,8 @@ pub(crate) fn read_device(
     }
     dev.reset.reset_file = has("reset");
     if has("secondary_bus_number") {
-        dev.secondary_bus = dec_file(&dir, "secondary_bus_number", &mut dev.warnings);
-        dev.subordinate_bus = dec_file(&dir, "subordinate_bus_number", &mut dev.warnings);
+        dev.secondary_bus = dec_file(dir, "secondary_bus_number", &mut dev.warnings);
+        dev.subordinate_bus = dec_file(dir, "subordinate_bus_number", &mut dev.warnings);
     }
     if let Some(c) = dev
         .config
@@ -168,8 +179,8 @@ pub(crate) fn read_device(
         dev.secondary_bus = dev.secondary_bus.or(c.secondary_bus);
         dev.subordinate_bus = dev.subordinate_bus.or(c.subordinate_bus);
     }
-    dev.boot_vga = has("boot_vga") && optional_text(&dir, "boot_vga", true).as_deref() == Some("1");
-    dev.numa_node = optional_text(&dir, "numa_node", has("numa_node"))
+    dev.boot_vga = has("boot_vga") && optional_text(dir, "boot_vga", true).as_deref() == Some("1");
+    dev.numa_node = optional_text(dir, "numa_node", has("numa_node"))
         .and_then(|n| n.parse::<i32>().ok())
         .filter(|n| *n >= 0);
     if has("physfn") {
@@ -187,7 +198,7 @@ pub(crate) fn read_device(
     vfs.sort_unstable();
     dev.sriov.virtfns = vfs.into_iter().map(|(_, a)| a).collect();
     if has("sriov_numvfs") {
-        dev.sriov.numvfs = optional_text(&dir, "sriov_numvfs", true).and_then(|n| n.parse().ok());
+        dev.sriov.numvfs = optional_text(dir, "sriov_numvfs", true).and_then(|n| n.parse().ok());
     }
     raw.dev = dev;
     Some(raw)
