@@ -59,6 +59,19 @@ pub struct StateFile {
     dir: PathBuf,
     path: PathBuf,
     lock: StateLock,
+    /// The text of the last save, kept for its capacity: a save of the same
+    /// state size then writes into memory that is already mapped.
+    buf: SaveBuf,
+}
+
+/// A save's text buffer; its `Debug` shows the size, not the text.
+#[derive(Default)]
+struct SaveBuf(String);
+
+impl std::fmt::Debug for SaveBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SaveBuf({} bytes)", self.0.capacity())
+    }
 }
 
 impl StateFile {
@@ -69,6 +82,7 @@ impl StateFile {
             dir: dir.to_path_buf(),
             path: dir.join(STATE_FILE),
             lock,
+            buf: SaveBuf::default(),
         };
         sf.remove_stale_temps()?;
         let state = sf.load()?;
@@ -131,7 +145,14 @@ impl StateFile {
     ///   `qubes.xml` group-readable for its tools).
     pub fn save(&mut self, state: &QubesXml) -> Result<(), StoreError> {
         crate::validate::check(state, &self.path)?;
-        let text = state.to_xml();
+        let mut text = std::mem::take(&mut self.buf.0);
+        state.write_xml(&mut text);
+        let result = self.replace_with(&text);
+        self.buf.0 = text;
+        result
+    }
+
+    fn replace_with(&self, text: &str) -> Result<(), StoreError> {
         let meta = match fs::metadata(&self.path) {
             Ok(m) => Some(m),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,

@@ -7,7 +7,7 @@
 //! from scratch uses `Default::default()` for them and is written in Qubes'
 //! usual order.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The domain classes Qubes knows; any other is refused.
 pub const KNOWN_CLASSES: [&str; 6] = [
@@ -168,7 +168,7 @@ pub struct ElementExtra {
     pub(crate) attrs: Vec<String>,
 }
 
-/// Layout of a known child inside a map-like section.
+/// Layout of a known child inside a section.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Slot<K> {
     Known(K),
@@ -181,8 +181,78 @@ pub struct MapExtra {
     /// Whether the section element was in the file (an absent one stays absent when empty).
     pub(crate) present: bool,
     pub(crate) element: ElementExtra,
-    pub(crate) slots: Vec<Slot<String>>,
-    pub(crate) entries: HashMap<String, EntryExtra>,
+    /// Known entries (with their foreign content) and foreign nodes, in file order.
+    pub(crate) slots: Vec<MapSlot>,
+    /// Indices into `slots` of the known entries, sorted by key; empty when
+    /// `sorted` is set (the slots themselves are then the index).
+    pub(crate) by_key: Vec<u32>,
+    /// The slots are all known entries in strictly increasing key order (the
+    /// order Qubes writes): no index, and no merging when writing.
+    pub(crate) sorted: bool,
+}
+
+/// One child of a map-like section, in file order.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum MapSlot {
+    Known(String, EntryExtra),
+    Foreign(String),
+}
+
+impl MapSlot {
+    pub(crate) fn key(&self) -> Option<&str> {
+        match self {
+            MapSlot::Known(k, _) => Some(k),
+            MapSlot::Foreign(_) => None,
+        }
+    }
+}
+
+impl MapExtra {
+    /// The layout of a section from its children in file order (keys unique).
+    pub(crate) fn from_slots(element: ElementExtra, slots: Vec<MapSlot>) -> Self {
+        let sorted = slots.iter().all(|s| s.key().is_some())
+            && slots.windows(2).all(|w| w[0].key() < w[1].key());
+        let mut by_key: Vec<u32> = Vec::new();
+        if !sorted {
+            by_key = (0..slots.len())
+                .filter(|&i| slots[i].key().is_some())
+                .filter_map(|i| u32::try_from(i).ok())
+                .collect();
+            by_key.sort_by(|&a, &b| slots[a as usize].key().cmp(&slots[b as usize].key()));
+        }
+        MapExtra {
+            present: true,
+            element,
+            slots,
+            by_key,
+            sorted,
+        }
+    }
+
+    /// The kept foreign content of the entry `key`, if the file had that entry.
+    pub(crate) fn entry(&self, key: &str) -> Option<&EntryExtra> {
+        let i = if self.sorted {
+            self.slots
+                .binary_search_by(|s| s.key().unwrap_or_default().cmp(key))
+                .ok()?
+        } else {
+            let at = |i: u32| self.slots.get(i as usize).and_then(MapSlot::key);
+            let j = self
+                .by_key
+                .binary_search_by(|&i| at(i).unwrap_or_default().cmp(key))
+                .ok()?;
+            *self.by_key.get(j)? as usize
+        };
+        match self.slots.get(i)? {
+            MapSlot::Known(_, e) => Some(e),
+            MapSlot::Foreign(_) => None,
+        }
+    }
+
+    /// Whether the section holds foreign nodes.
+    pub(crate) fn has_foreign(&self) -> bool {
+        !self.sorted && self.slots.iter().any(|s| s.key().is_none())
+    }
 }
 
 /// Foreign content of one entry of a map-like section.
@@ -220,7 +290,19 @@ pub struct DomainExtra {
     pub(crate) properties: MapExtra,
     pub(crate) features: MapExtra,
     pub(crate) tags: MapExtra,
-    pub(crate) devices: HashMap<String, ListExtra>,
+    /// Layout of each `<devices>` element, sorted by class.
+    pub(crate) devices: Vec<(String, ListExtra)>,
+}
+
+impl DomainExtra {
+    /// The kept layout of the `<devices class=...>` element, if the file had it.
+    pub(crate) fn devices(&self, class: &str) -> Option<&ListExtra> {
+        let i = self
+            .devices
+            .binary_search_by(|(c, _)| c.as_str().cmp(class))
+            .ok()?;
+        self.devices.get(i).map(|(_, l)| l)
+    }
 }
 
 /// Foreign content and layout of one device.

@@ -8,7 +8,8 @@
 //! are kept, except inside the leaf elements qpci models (`<property>`,
 //! `<feature>`, `<label>`, `<option>`), where only the text counts.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::cell::Cell;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use roxmltree::{Document, Node, ParsingOptions};
@@ -16,8 +17,8 @@ use roxmltree::{Document, Node, ParsingOptions};
 use crate::error::{Location, StoreError, clip};
 use crate::model::{
     DeviceExtra, DeviceRecord, DocExtra, DomainExtra, DomainRecord, DomainSection, ElementExtra,
-    EntryExtra, LabelRecord, ListExtra, MapExtra, PropertyValue, QubesXml, RootSection, Slot,
-    SrcPos,
+    EntryExtra, LabelRecord, ListExtra, MapExtra, MapSlot, PropertyValue, QubesXml, RootSection,
+    Slot, SrcPos,
 };
 use crate::validate;
 
@@ -48,6 +49,9 @@ impl QubesXml {
             text,
             path: origin,
             lines: LineIndex::new(text),
+            // Without any namespace declaration, roxmltree's attribute list is
+            // the whole start tag, so foreign attributes need no rescan.
+            xmlns: memchr_xmlns(text),
         };
         cx.check_doctype()?;
         cx.check_sizes()?;
@@ -89,29 +93,53 @@ struct Cx<'a, 'i> {
     text: &'i str,
     path: &'a Path,
     lines: LineIndex,
+    xmlns: bool,
+}
+
+/// Whether the text declares any namespace (or might: any `xmlns` at all).
+fn memchr_xmlns(text: &str) -> bool {
+    text.contains("xmlns")
 }
 
 /// Byte offsets of line starts, so positions cost a binary search each
 /// (roxmltree's `text_pos_at` rescans from the start: quadratic over a file).
 struct LineIndex {
     starts: Vec<usize>,
+    /// The line of the last lookup: elements are mostly read in file order.
+    hint: Cell<usize>,
 }
 
 impl LineIndex {
     fn new(text: &str) -> Self {
         let mut starts = vec![0];
-        starts.extend(
-            text.bytes()
-                .enumerate()
-                .filter(|(_, b)| *b == b'\n')
-                .map(|(i, _)| i + 1),
-        );
-        LineIndex { starts }
+        // `match_indices` of a char searches with memchr.
+        starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        LineIndex {
+            starts,
+            hint: Cell::new(0),
+        }
     }
 
     /// 1-based line and 1-based column in bytes (equal to characters on ASCII lines).
     fn pos(&self, offset: usize) -> SrcPos {
-        let line = self.starts.partition_point(|&s| s <= offset).max(1);
+        // `line` is the count of line starts <= offset: try a few lines on from
+        // the last answer before a binary search.
+        let starts_le = |l: usize| self.starts.get(l).is_some_and(|&s| s <= offset);
+        let mut line = self.hint.get();
+        if line >= 1 && starts_le(line - 1) {
+            let mut steps = 0;
+            while starts_le(line) && steps < 8 {
+                line += 1;
+                steps += 1;
+            }
+            if starts_le(line) {
+                line = self.starts.partition_point(|&s| s <= offset);
+            }
+        } else {
+            line = self.starts.partition_point(|&s| s <= offset);
+        }
+        let line = line.max(1);
+        self.hint.set(line);
         let start = self.starts.get(line - 1).copied().unwrap_or(0);
         SrcPos {
             line: u32::try_from(line).unwrap_or(u32::MAX),
@@ -198,23 +226,36 @@ impl<'a, 'i> Cx<'a, 'i> {
     }
 
     /// Splits children: whitespace-only text is layout; `known` elements are returned; the rest is foreign.
-    fn children(&self, node: Node<'a, 'i>, known: &[&str]) -> Vec<Child<'a, 'i>> {
-        let mut out = Vec::new();
-        for c in node.children() {
+    fn children<'k>(
+        &self,
+        node: Node<'a, 'i>,
+        known: &'k [&'k str],
+    ) -> impl Iterator<Item = Child<'a, 'i>> + use<'a, 'i, 'k, '_> {
+        node.children().filter_map(move |c| {
             if c.is_text() && c.text().is_some_and(|t| t.trim().is_empty()) {
-                continue;
+                return None;
             }
-            if known.iter().any(|k| Self::is(c, k)) {
-                out.push(Child::Known(c));
+            Some(if known.iter().any(|k| Self::is(c, k)) {
+                Child::Known(c)
             } else {
-                out.push(Child::Foreign(self.raw(c)));
-            }
-        }
-        out
+                Child::Foreign(self.raw(c))
+            })
+        })
     }
 
     /// Unknown attributes of `node`, verbatim, namespace declarations included.
     fn foreign_attrs(&self, node: Node, known: &[&str]) -> Vec<String> {
+        let is_known =
+            |a: &roxmltree::Attribute| a.namespace().is_none() && known.contains(&a.name());
+        if !self.xmlns {
+            // roxmltree lists every attribute (none can be a namespace
+            // declaration), with its source span from name to closing quote.
+            return node
+                .attributes()
+                .filter(|a| !is_known(a))
+                .map(|a| self.text.get(a.range()).unwrap_or_default().to_string())
+                .collect();
+        }
         let start = self.text.get(node.range().start..).unwrap_or_default();
         let mut out = Vec::new();
         for_each_raw_attribute(start, |qname, raw| {
@@ -244,6 +285,12 @@ impl<'a, 'i> Cx<'a, 'i> {
 
     /// The text of a leaf element; element children are refused, comments dropped.
     fn leaf_text(&self, node: Node) -> Result<String, StoreError> {
+        if let Some(c) = node.first_child()
+            && c.next_sibling().is_none()
+            && c.is_text()
+        {
+            return Ok(c.text().unwrap_or_default().to_string());
+        }
         let mut s = String::new();
         for c in node.children() {
             if c.is_element() {
@@ -401,25 +448,36 @@ impl<'a, 'i> Cx<'a, 'i> {
         node: Node<'a, 'i>,
         entry: &str,
         known_attrs: &[&str],
-        mut value: impl FnMut(Node<'a, 'i>, &mut EntryExtra) -> Result<V, StoreError>,
+        value: impl FnMut(Node<'a, 'i>, &mut EntryExtra) -> Result<V, StoreError>,
     ) -> Result<(BTreeMap<String, V>, MapExtra), StoreError> {
+        let element = self.element_extra(node, &[], Vec::new());
+        let (map, slots) = self.entries(node, entry, entry_what(entry), known_attrs, value)?;
+        Ok((map, MapExtra::from_slots(element, slots)))
+    }
+
+    /// The `entry` children of `node` keyed by their `name` attribute, and
+    /// the layout of all children; `what` names a duplicate in errors.
+    fn entries<V>(
+        &self,
+        node: Node<'a, 'i>,
+        entry: &str,
+        what: &'static str,
+        known_attrs: &[&str],
+        mut value: impl FnMut(Node<'a, 'i>, &mut EntryExtra) -> Result<V, StoreError>,
+    ) -> Result<(BTreeMap<String, V>, Vec<MapSlot>), StoreError> {
         let mut map = BTreeMap::new();
-        let mut extra = MapExtra {
-            present: true,
-            element: self.element_extra(node, &[], Vec::new()),
-            ..MapExtra::default()
-        };
+        let mut slots = Vec::new();
         for c in self.children(node, &[entry]) {
             let n = match c {
                 Child::Foreign(raw) => {
-                    extra.slots.push(Slot::Foreign(raw));
+                    slots.push(MapSlot::Foreign(raw));
                     continue;
                 }
                 Child::Known(n) => n,
             };
-            let name = self.attr(n, "name")?.to_string();
-            if map.contains_key(&name) {
-                return Err(self.duplicate(n, entry_what(entry), &name));
+            let name = self.attr(n, "name")?;
+            if map.contains_key(name) {
+                return Err(self.duplicate(n, what, name));
             }
             let mut ee = EntryExtra {
                 pos: self.pos(n),
@@ -427,11 +485,10 @@ impl<'a, 'i> Cx<'a, 'i> {
                 inner: None,
             };
             let v = value(n, &mut ee)?;
-            extra.slots.push(Slot::Known(name.clone()));
-            extra.entries.insert(name.clone(), ee);
-            map.insert(name, v);
+            slots.push(MapSlot::Known(name.to_string(), ee));
+            map.insert(name.to_string(), v);
         }
-        Ok((map, extra))
+        Ok((map, slots))
     }
 
     fn properties(
@@ -469,6 +526,8 @@ impl<'a, 'i> Cx<'a, 'i> {
             ..DomainRecord::default()
         };
         let known = ["properties", "features", "tags", "devices"];
+        // Which of properties, features and tags were seen (devices: by class in `d.devices`).
+        let mut seen = [false; 3];
         for c in self.children(node, &known) {
             let n = match c {
                 Child::Foreign(raw) => {
@@ -483,7 +542,13 @@ impl<'a, 'i> Cx<'a, 'i> {
                 "tags" => DomainSection::Tags,
                 _ => DomainSection::Devices(self.attr(n, "class")?.to_string()),
             };
-            if d.extra.sections.contains(&Slot::Known(section.clone())) {
+            let dup = match &section {
+                DomainSection::Properties => std::mem::replace(&mut seen[0], true),
+                DomainSection::Features => std::mem::replace(&mut seen[1], true),
+                DomainSection::Tags => std::mem::replace(&mut seen[2], true),
+                DomainSection::Devices(c) => d.devices.contains_key(c),
+            };
+            if dup {
                 let what = match &section {
                     DomainSection::Devices(c) => format!("devices class={c}"),
                     _ => n.tag_name().name().to_string(),
@@ -510,10 +575,13 @@ impl<'a, 'i> Cx<'a, 'i> {
                 DomainSection::Devices(class) => {
                     let (devs, le) =
                         self.list(n, "device", &["class"], |dn, lead| self.device(dn, lead))?;
-                    d.extra.devices.insert(class.clone(), le);
+                    d.extra.devices.push((class.clone(), le));
                     d.devices.insert(class, devs);
                 }
             }
+        }
+        if !d.extra.devices.is_sorted_by(|a, b| a.0 < b.0) {
+            d.extra.devices.sort_by(|a, b| a.0.cmp(&b.0));
         }
         self.domain_identity(node, &mut d)?;
         Ok(d)
@@ -548,34 +616,11 @@ impl<'a, 'i> Cx<'a, 'i> {
 
     fn device(&self, node: Node<'a, 'i>, leading: Vec<String>) -> Result<DeviceRecord, StoreError> {
         let known = ["backend-domain", "id", "identity", "mode", "required"];
-        let mut options = BTreeMap::new();
-        let mut oe = MapExtra {
-            present: true,
-            ..MapExtra::default()
-        };
-        let mut entries = HashMap::new();
-        for c in self.children(node, &["option"]) {
-            let n = match c {
-                Child::Foreign(raw) => {
-                    oe.slots.push(Slot::Foreign(raw));
-                    continue;
-                }
-                Child::Known(n) => n,
-            };
-            let name = self.attr(n, "name")?.to_string();
-            if options.contains_key(&name) {
-                return Err(self.duplicate(n, "device option", &name));
-            }
-            let ee = EntryExtra {
-                pos: self.pos(n),
-                attrs: self.foreign_attrs(n, &["name"]),
-                inner: None,
-            };
-            options.insert(name.clone(), self.leaf_text(n)?);
-            oe.slots.push(Slot::Known(name.clone()));
-            entries.insert(name, ee);
-        }
-        oe.entries = entries;
+        let (options, slots) =
+            self.entries(node, "option", "device option", &["name"], |n, _| {
+                self.leaf_text(n)
+            })?;
+        let oe = MapExtra::from_slots(ElementExtra::default(), slots);
         let opt = |a: &str| node.attribute(a).map(str::to_string);
         Ok(DeviceRecord {
             backend_domain: self.attr(node, "backend-domain")?.to_string(),

@@ -43,19 +43,19 @@ pub(crate) fn check(xml: &QubesXml, path: &Path) -> Result<(), StoreError> {
             return Err(dup(lat, "label name", &l.name));
         }
     }
-    let mut qids = HashSet::new();
-    let mut names: HashMap<&str, ()> = HashMap::new();
+    let mut qids = HashSet::with_capacity(xml.domains.len());
+    let mut names: HashMap<&str, ()> = HashMap::with_capacity(xml.domains.len());
     for d in &xml.domains {
-        let dat = at(d.extra.element.pos);
-        check_domain_shape(d, &dat)?;
+        let dat = || at(d.extra.element.pos);
+        check_domain_shape(d, dat)?;
         if !qids.insert(d.qid) {
-            return Err(dup(dat, "qid", &d.qid.to_string()));
+            return Err(dup(dat(), "qid", &d.qid.to_string()));
         }
         if names.insert(d.name.as_str(), ()).is_some() {
-            return Err(dup(dat, "qube name", &d.name));
+            return Err(dup(dat(), "qube name", &d.name));
         }
     }
-    check_map(&xml.properties, &xml.extra.properties, path, "global")?;
+    check_map(&xml.properties, &xml.extra.properties, path, &Owner(None))?;
     for p in GLOBAL_VM_REF_PROPERTIES {
         check_ref(
             &xml.properties,
@@ -63,11 +63,11 @@ pub(crate) fn check(xml: &QubesXml, path: &Path) -> Result<(), StoreError> {
             p,
             &names,
             path,
-            "global",
+            &Owner(None),
         )?;
     }
     for d in &xml.domains {
-        let owner = format!("qube '{}'", clip(&d.name));
+        let owner = Owner(Some(&d.name));
         check_domain_strings(d, path, &owner)?;
         for p in VM_REF_PROPERTIES {
             check_ref(&d.properties, &d.extra.properties, p, &names, path, &owner)?;
@@ -77,7 +77,7 @@ pub(crate) fn check(xml: &QubesXml, path: &Path) -> Result<(), StoreError> {
         {
             return Err(StoreError::UnknownLabel {
                 at: entry_at(&d.extra.properties, "label", path),
-                owner,
+                owner: owner.to_string(),
                 label: clip(label.as_str()),
             });
         }
@@ -93,10 +93,10 @@ fn dup(at: Location, what: &'static str, value: &str) -> StoreError {
     }
 }
 
-fn check_domain_shape(d: &DomainRecord, at: &Location) -> Result<(), StoreError> {
+fn check_domain_shape(d: &DomainRecord, at: impl Fn() -> Location) -> Result<(), StoreError> {
     if !KNOWN_CLASSES.contains(&d.class.as_str()) {
         return Err(StoreError::UnknownClass {
-            at: at.clone(),
+            at: at(),
             qid: d.qid,
             class: clip(&d.class),
         });
@@ -104,7 +104,7 @@ fn check_domain_shape(d: &DomainRecord, at: &Location) -> Result<(), StoreError>
     let admin = d.class == "AdminVM";
     if admin != (d.qid == 0) {
         return Err(StoreError::InvalidAttribute {
-            at: at.clone(),
+            at: at(),
             element: "domain".into(),
             attribute: "id",
             value: format!("domain-{}", d.qid),
@@ -113,19 +113,19 @@ fn check_domain_shape(d: &DomainRecord, at: &Location) -> Result<(), StoreError>
     }
     if admin && d.name != "dom0" {
         return Err(StoreError::InvalidName {
-            at: at.clone(),
+            at: at(),
             name: clip(&d.name),
             reason: "the AdminVM must be called dom0",
         });
     }
     qube_name(&d.name).map_err(|reason| StoreError::InvalidName {
-        at: at.clone(),
+        at: at(),
         name: clip(&d.name),
         reason,
     })
 }
 
-fn check_domain_strings(d: &DomainRecord, path: &Path, owner: &str) -> Result<(), StoreError> {
+fn check_domain_strings(d: &DomainRecord, path: &Path, owner: &Owner) -> Result<(), StoreError> {
     let e = &d.extra;
     let dat = || Location::new(path, e.element.pos.line, e.element.pos.column);
     text(&d.class, true).map_err(|r| bad(dat(), format!("{owner} class"), r))?;
@@ -175,12 +175,24 @@ fn check_domain_strings(d: &DomainRecord, path: &Path, owner: &str) -> Result<()
     Ok(())
 }
 
+/// Who holds a checked string, for messages: formatted only when there is an error.
+struct Owner<'a>(Option<&'a str>);
+
+impl std::fmt::Display for Owner<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            None => f.write_str("global"),
+            Some(name) => write!(f, "qube '{}'", clip(name)),
+        }
+    }
+}
+
 fn bad(at: Location, what: String, reason: &'static str) -> StoreError {
     StoreError::InvalidText { at, what, reason }
 }
 
 fn entry_at(extra: &MapExtra, key: &str, path: &Path) -> Location {
-    let p = extra.entries.get(key).map(|e| e.pos).unwrap_or_default();
+    let p = extra.entry(key).map(|e| e.pos).unwrap_or_default();
     Location::new(path, p.line, p.column)
 }
 
@@ -188,7 +200,7 @@ fn check_map(
     map: &BTreeMap<String, PropertyValue>,
     extra: &MapExtra,
     path: &Path,
-    owner: &str,
+    owner: &Owner,
 ) -> Result<(), StoreError> {
     for (k, v) in map {
         let at = || entry_at(extra, k, path);
@@ -205,7 +217,7 @@ fn check_ref(
     prop: &str,
     names: &HashMap<&str, ()>,
     path: &Path,
-    owner: &str,
+    owner: &Owner,
 ) -> Result<(), StoreError> {
     let Some(v) = map.get(prop) else {
         return Ok(());
