@@ -60,6 +60,6 @@ fn verify(path: &str) -> anyhow::Result<bool> {
         .iter()
         .filter(|r| r.status == qpci_vmtest::report::Status::Pass)
         .count();
-    println!("vm: {passed} passed, {} failed", report.problems.len());
+    println!("vm: {passed} passed, {} failed", report.failed_checks);
     Ok(report.passed())
 }

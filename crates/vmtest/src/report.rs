@@ -168,6 +168,9 @@ pub struct LogReport {
     pub summary: Option<Summary>,
     /// Why the log does not pass; empty when it does.
     pub problems: Vec<String>,
+    /// Checks that failed, were skipped or are missing (a subset of the
+    /// problems: the summary's own problems are not counted).
+    pub failed_checks: usize,
 }
 
 impl LogReport {
@@ -209,6 +212,7 @@ pub fn check_log(log: &str, expected: &[&str]) -> LogReport {
                 .push(format!("{}: fail ({})", r.name, r.detail));
         }
     }
+    report.failed_checks = report.problems.len();
     let passed = report
         .results
         .iter()
@@ -312,6 +316,7 @@ mod tests {
     fn skipped_or_missing_expected_check_fails() {
         let r = check_log(GOOD, &["a", "c"]);
         assert_eq!(r.problems, ["c: skip (no engine)"]);
+        assert_eq!(r.failed_checks, 1);
         let r = check_log(GOOD, &["a", "d"]);
         assert_eq!(r.problems, ["d: no result line"]);
     }
