@@ -21,6 +21,7 @@ mod model;
 pub mod names;
 mod root;
 pub mod scan;
+pub mod stub;
 pub mod topology;
 
 pub use critical::CriticalReason;

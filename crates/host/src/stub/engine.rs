@@ -1,0 +1,674 @@
+//! Binding a plan of devices to the passthrough stub, with live checks
+//! first and a rollback of the whole plan on any failure
+//! (spec/linux-pci.md §9, DESIGN.md M6–M8, M10).
+//!
+//! Input mapping from `qpci-core`: a `StartPlan` gives
+//! `BindPlan { stub: stub_driver, qube, devices }`, each `PlannedDevice`
+//! giving `BindDevice { address, identity, no_strict_reset, permissive }`
+//! from its options. The core's `BindStep` list is advisory: the engine
+//! recomputes the steps from the live host at [`Engine::prepare_bind`],
+//! since the host may have changed since the plan was computed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use qpci_types::{DeviceIdentity, PciAddress};
+
+use super::errno::{ENODEV, ENOENT};
+use super::error::{BindFailure, StubError};
+use super::runner::ModprobeRunner;
+use super::sysfs_io::SysfsWriter;
+use super::tree::{current_driver, current_override, device_rel, driver_registered, pciback_slots};
+use crate::{HostRoot, Inventory, PciDevice, ResetDomain, ScanOptions, scan};
+
+/// Serializes every transaction of this process: resets and IOMMU groups
+/// span devices, so two plans must not interleave.
+static BIND_LOCK: Mutex<()> = Mutex::new(());
+
+pub(crate) fn bind_lock() -> std::sync::MutexGuard<'static, ()> {
+    BIND_LOCK
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The passthrough stub driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Stub {
+    /// Xen's `pciback` (module `xen-pciback`).
+    Pciback,
+    /// KVM's `vfio-pci`.
+    VfioPci,
+}
+
+impl Stub {
+    /// The driver's name in sysfs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pciback => "pciback",
+            Self::VfioPci => "vfio-pci",
+        }
+    }
+
+    /// The module to load when the driver is missing.
+    pub fn module(self) -> &'static str {
+        match self {
+            Self::Pciback => "xen-pciback",
+            Self::VfioPci => "vfio-pci",
+        }
+    }
+}
+
+/// `true` for drivers that hold a device for passthrough (and manage DMA
+/// ownership themselves, so they keep an IOMMU group viable).
+pub fn is_stub_driver(name: &str) -> bool {
+    matches!(name, "pciback" | "pci-stub") || name.starts_with("vfio")
+}
+
+/// One device of a plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindDevice {
+    /// Bus address.
+    pub address: PciAddress,
+    /// The assignment's identity; `None` accepts whatever is there (`*`).
+    pub identity: Option<DeviceIdentity>,
+    /// `no-strict-reset`: a device without a usable reset only warns.
+    pub no_strict_reset: bool,
+    /// `permissive` (pciback only).
+    pub permissive: bool,
+}
+
+/// Devices to hand to one stub for one qube.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindPlan {
+    /// The stub.
+    pub stub: Stub,
+    /// The qube the devices go to (a device it already holds is fine).
+    pub qube: Option<String>,
+    /// The devices, in plan order.
+    pub devices: Vec<BindDevice>,
+}
+
+/// What the caller knows that the host does not show.
+#[derive(Debug, Clone, Default)]
+pub struct Guards {
+    /// Device → the running qube holding it.
+    pub holders: BTreeMap<PciAddress, String>,
+    /// Device → qubes with `autostart` that have it assigned (give-back only).
+    pub autostart: BTreeMap<PciAddress, Vec<String>>,
+}
+
+/// Timeouts and the kernel release.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// How long to wait for a `driver` link after a probe or bind.
+    pub probe_timeout: Duration,
+    /// How often to re-read it.
+    pub poll_interval: Duration,
+    /// `lib/modules/<release>`; default from `proc/sys/kernel/osrelease`.
+    pub release: Option<String>,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            probe_timeout: Duration::from_secs(2),
+            poll_interval: Duration::from_millis(5),
+            release: None,
+        }
+    }
+}
+
+/// A device's binding before the transaction; persist it before the first
+/// write so a crash can be undone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Bus address.
+    pub address: PciAddress,
+    /// Bound driver.
+    pub driver: Option<String>,
+    /// `driver_override` (`None` for `(null)`).
+    pub driver_override: Option<String>,
+    /// Listed in pciback's `slots`.
+    pub in_slots: bool,
+    /// Listed in pciback's `permissive`.
+    pub permissive: bool,
+}
+
+/// One write of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Step {
+    /// The stub's name to `driver_override`.
+    SetOverride(String),
+    /// The address to pciback's `new_slot`.
+    NewSlot,
+    /// The address to `devices/X/driver/unbind` (bound to this driver now).
+    Unbind(String),
+    /// The address to `drivers_probe`, then wait for this driver.
+    Probe(String),
+    /// The address to pciback's `permissive`.
+    Permissive,
+}
+
+impl Step {
+    /// The write as text, paths relative to the host root.
+    pub fn describe(&self, a: &PciAddress) -> String {
+        match self {
+            Self::SetOverride(d) => format!("write {d} to sys/bus/pci/devices/{a}/driver_override"),
+            Self::NewSlot => format!("write {a} to sys/bus/pci/drivers/pciback/new_slot"),
+            Self::Unbind(d) => {
+                format!("write {a} to sys/bus/pci/devices/{a}/driver/unbind (now {d})")
+            }
+            Self::Probe(d) => {
+                format!("write {a} to sys/bus/pci/drivers_probe, then wait for driver {d}")
+            }
+            Self::Permissive => format!("write {a} to sys/bus/pci/drivers/pciback/permissive"),
+        }
+    }
+}
+
+/// One device, checked, with its snapshot and steps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreparedDevice {
+    /// Where it stood.
+    pub snapshot: Snapshot,
+    /// What will be written (empty: already on the stub as asked).
+    pub steps: Vec<Step>,
+}
+
+/// A plan that passed every live check: nothing written yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prepared {
+    /// The stub.
+    pub stub: Stub,
+    /// `true` when the stub's driver is missing and its module is loaded first.
+    pub load_stub: bool,
+    /// The devices, in plan order.
+    pub devices: Vec<PreparedDevice>,
+    /// What the user should know (no-strict-reset overrides, boot VGA).
+    pub warnings: Vec<String>,
+}
+
+impl Prepared {
+    /// Every step as text (the dry run).
+    pub fn describe(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.load_stub {
+            out.push(format!("modprobe {}", self.stub.module()));
+        }
+        for d in &self.devices {
+            if d.steps.is_empty() {
+                out.push(format!(
+                    "{}: already on {}",
+                    d.snapshot.address,
+                    self.stub.name()
+                ));
+            }
+            out.extend(d.steps.iter().map(|s| s.describe(&d.snapshot.address)));
+        }
+        out
+    }
+}
+
+/// A successful bind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindReport {
+    /// Where each device stood before.
+    pub snapshots: Vec<Snapshot>,
+    /// The writes done, as text.
+    pub steps_done: Vec<String>,
+    /// Warnings from the checks.
+    pub warnings: Vec<String>,
+}
+
+/// The engine: a root, a writer, a module loader.
+pub struct Engine<'a> {
+    pub(crate) root: HostRoot,
+    pub(crate) io: &'a dyn SysfsWriter,
+    pub(crate) runner: &'a dyn ModprobeRunner,
+    pub(crate) options: EngineOptions,
+}
+
+impl<'a> Engine<'a> {
+    /// An engine writing through `io` under `root` (build `io` with
+    /// [`super::RealWriter::new`], which guards the real `/`).
+    pub fn new(root: HostRoot, io: &'a dyn SysfsWriter, runner: &'a dyn ModprobeRunner) -> Self {
+        Self {
+            root,
+            io,
+            runner,
+            options: EngineOptions::default(),
+        }
+    }
+
+    /// Replaces the options.
+    pub fn with_options(mut self, options: EngineOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// A fresh scan: every check runs against the host as it is now.
+    pub(crate) fn inventory(&self) -> Inventory {
+        scan(&self.root, &ScanOptions::default())
+    }
+
+    /// Binds `plan`: [`Engine::prepare_bind`], then [`Engine::execute`].
+    pub fn bind(&self, plan: &BindPlan, guards: &Guards) -> Result<BindReport, BindFailure> {
+        let prepared = self.prepare_bind(plan, guards)?;
+        self.execute(&prepared)
+    }
+
+    /// Read-only: the live checks (present with the assigned identity, an
+    /// endpoint, not critical, not held by another running qube, strict
+    /// reset, IOMMU group viability for vfio-pci), the snapshots and the
+    /// steps. The first failed check is returned; nothing is written.
+    pub fn prepare_bind(&self, plan: &BindPlan, guards: &Guards) -> Result<Prepared, StubError> {
+        let inv = self.inventory();
+        let stub = plan.stub;
+        let in_plan: BTreeSet<PciAddress> = plan.devices.iter().map(|d| d.address).collect();
+        let slots = pciback_slots(&self.root);
+        let permissive = permissive_list(&self.root);
+        let mut warnings = Vec::new();
+        let mut devices = Vec::new();
+        let mut seen = BTreeSet::new();
+        for want in &plan.devices {
+            if !seen.insert(want.address) {
+                continue;
+            }
+            let a = want.address;
+            let dev = inv.device(&a).ok_or(StubError::NotPresent { device: a })?;
+            self.check_device(plan, want, dev, &inv, &in_plan, guards, &mut warnings)?;
+            let driver_override =
+                current_override(&self.root, &a).map_err(|source| StubError::Read {
+                    device: a,
+                    file: device_rel(&a).join("driver_override"),
+                    source,
+                })?;
+            let snapshot = Snapshot {
+                address: a,
+                driver: current_driver(&self.root, &a),
+                driver_override,
+                in_slots: slots.contains(&a),
+                permissive: permissive.contains(&a),
+            };
+            let steps = steps_for(&snapshot, stub, want.permissive);
+            devices.push(PreparedDevice { snapshot, steps });
+        }
+        Ok(Prepared {
+            stub,
+            load_stub: !driver_registered(&self.root, stub.name()),
+            devices,
+            warnings,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn check_device(
+        &self,
+        plan: &BindPlan,
+        want: &BindDevice,
+        dev: &PciDevice,
+        inv: &Inventory,
+        in_plan: &BTreeSet<PciAddress>,
+        guards: &Guards,
+        warnings: &mut Vec<String>,
+    ) -> Result<(), StubError> {
+        let a = want.address;
+        if let Some(expected) = &want.identity
+            && dev.identity() != *expected
+        {
+            return Err(StubError::IdentityChanged {
+                device: a,
+                expected: expected.to_string(),
+                found: dev.identity().to_string(),
+            });
+        }
+        if let Some(reason) = &dev.critical {
+            return Err(StubError::Critical {
+                device: a,
+                reason: reason.to_string(),
+            });
+        }
+        match dev.header_type {
+            Some(0) => {}
+            Some(t) => {
+                return Err(StubError::NotEndpoint {
+                    device: a,
+                    header_type: t,
+                });
+            }
+            None if dev.is_bridge() => {
+                return Err(StubError::NotEndpoint {
+                    device: a,
+                    header_type: 1,
+                });
+            }
+            None => {}
+        }
+        if let Some(q) = guards.holders.get(&a)
+            && plan.qube.as_deref() != Some(q.as_str())
+        {
+            return Err(StubError::Held {
+                device: a,
+                qube: q.clone(),
+            });
+        }
+        if want.permissive && plan.stub == Stub::VfioPci {
+            return Err(StubError::PermissiveUnsupported { device: a });
+        }
+        match &dev.reset_domain {
+            ResetDomain::Alone => {}
+            ResetDomain::NoReset if want.no_strict_reset => warnings.push(format!(
+                "{a}: no reset method; passed through anyway (no-strict-reset): its state may leak between qubes"
+            )),
+            ResetDomain::NoReset => return Err(StubError::NoReset { device: a }),
+            ResetDomain::Bus { bridge, members } => {
+                let missing: Vec<PciAddress> =
+                    members.iter().filter(|m| !in_plan.contains(m)).copied().collect();
+                if missing.is_empty() {
+                } else if want.no_strict_reset {
+                    warnings.push(format!(
+                        "{a}: only a bus reset of {bridge} resets it, and not all of its bus goes to this qube (no-strict-reset)"
+                    ));
+                } else {
+                    return Err(StubError::ResetDomainIncomplete { device: a, bridge: *bridge, missing });
+                }
+            }
+        }
+        if dev.boot_vga {
+            warnings.push(format!(
+                "{a}: the boot VGA device (dom0's console) goes to a qube"
+            ));
+        }
+        if plan.stub == Stub::VfioPci {
+            self.check_group(a, dev, inv, in_plan)?;
+        }
+        Ok(())
+    }
+
+    /// Viability: every other member is in the plan, unbound, on a stub,
+    /// or a bridge on `pcieport`.
+    fn check_group(
+        &self,
+        a: PciAddress,
+        dev: &PciDevice,
+        inv: &Inventory,
+        in_plan: &BTreeSet<PciAddress>,
+    ) -> Result<(), StubError> {
+        let Some(group) = dev.iommu_group else {
+            let noiommu = std::fs::read_to_string(
+                self.root
+                    .join("sys/module/vfio/parameters/enable_unsafe_noiommu_mode"),
+            )
+            .is_ok_and(|v| v.trim() == "Y");
+            return if noiommu {
+                Ok(())
+            } else {
+                Err(StubError::NoIommuGroup { device: a })
+            };
+        };
+        for peer in &dev.iommu_group_peers {
+            if in_plan.contains(peer) {
+                continue;
+            }
+            let Some(p) = inv.device(peer) else { continue };
+            let ok = match p.driver.as_deref() {
+                None => true,
+                Some(d) if is_stub_driver(d) => true,
+                Some("pcieport") => p.is_bridge(),
+                Some(_) => false,
+            };
+            if !ok {
+                return Err(StubError::GroupNotViable {
+                    device: a,
+                    group,
+                    peer: *peer,
+                    driver: p.driver.clone().unwrap_or_default(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Performs a prepared plan; any failure rolls every device back, in
+    /// reverse order, to its snapshot.
+    pub fn execute(&self, prepared: &Prepared) -> Result<BindReport, BindFailure> {
+        let _lock = bind_lock();
+        let stub = prepared.stub;
+        if !driver_registered(&self.root, stub.name()) {
+            self.runner
+                .modprobe(stub.module())
+                .map_err(StubError::from)?;
+            if !driver_registered(&self.root, stub.name()) {
+                return Err(StubError::StubUnavailable {
+                    stub: stub.name().into(),
+                    detail: format!(
+                        "sys/bus/pci/drivers/{} is missing after modprobe {}",
+                        stub.name(),
+                        stub.module()
+                    ),
+                }
+                .into());
+            }
+        }
+        let mut done = Vec::new();
+        for (i, d) in prepared.devices.iter().enumerate() {
+            let a = d.snapshot.address;
+            for step in &d.steps {
+                if let Err(error) = self.run_step(a, step) {
+                    let touched: Vec<&Snapshot> = prepared.devices[..=i]
+                        .iter()
+                        .rev()
+                        .map(|d| &d.snapshot)
+                        .collect();
+                    return Err(self.roll_back(error, &touched));
+                }
+                done.push(step.describe(&a));
+            }
+        }
+        Ok(BindReport {
+            snapshots: prepared
+                .devices
+                .iter()
+                .map(|d| d.snapshot.clone())
+                .collect(),
+            steps_done: done,
+            warnings: prepared.warnings.clone(),
+        })
+    }
+
+    fn run_step(&self, a: PciAddress, step: &Step) -> Result<(), StubError> {
+        let sbdf = a.to_string();
+        match step {
+            Step::SetOverride(d) => self.write(a, &device_rel(&a).join("driver_override"), d),
+            Step::NewSlot => {
+                self.write(a, Path::new("sys/bus/pci/drivers/pciback/new_slot"), &sbdf)
+            }
+            Step::Unbind(_) => self.unbind(a),
+            Step::Probe(d) => {
+                self.write(a, Path::new("sys/bus/pci/drivers_probe"), &sbdf)?;
+                self.wait_for(a, d)
+            }
+            Step::Permissive => self.write(
+                a,
+                Path::new("sys/bus/pci/drivers/pciback/permissive"),
+                &sbdf,
+            ),
+        }
+    }
+
+    /// One write with the device, file and errno kept for the report.
+    pub(crate) fn write(
+        &self,
+        device: PciAddress,
+        file: &Path,
+        value: &str,
+    ) -> Result<(), StubError> {
+        self.io
+            .write(file, value.as_bytes())
+            .map_err(|source| write_error(device, file, value, source))
+    }
+
+    /// Unbinds through the device's own `driver` link (no stale driver
+    /// name); `ENOENT`/`ENODEV` mean it is unbound already.
+    pub(crate) fn unbind(&self, a: PciAddress) -> Result<(), StubError> {
+        match self.write(a, &device_rel(&a).join("driver/unbind"), &a.to_string()) {
+            // Only trust the errno when the link agrees: still bound means
+            // the unbind really failed.
+            Err(e) if matches!(e.errno(), Some(ENOENT | ENODEV)) => {
+                match current_driver(&self.root, &a) {
+                    Some(_) => Err(e),
+                    None => Ok(()),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Polls the `driver` link until it names `expected`; fails early when
+    /// another driver holds the device (a bound device is never stolen).
+    pub(crate) fn wait_for(&self, a: PciAddress, expected: &str) -> Result<(), StubError> {
+        let start = Instant::now();
+        loop {
+            let found = current_driver(&self.root, &a);
+            if found.as_deref() == Some(expected) {
+                return Ok(());
+            }
+            if found.is_some() || start.elapsed() >= self.options.probe_timeout {
+                return Err(StubError::NotBound {
+                    device: a,
+                    expected: expected.into(),
+                    found,
+                    waited: start.elapsed(),
+                });
+            }
+            std::thread::sleep(self.options.poll_interval);
+        }
+    }
+
+    /// Restores `snapshots` (already in undo order) and wraps `error`.
+    pub(crate) fn roll_back(&self, error: StubError, snapshots: &[&Snapshot]) -> BindFailure {
+        let mut undo_errors = Vec::new();
+        let mut rolled_back = Vec::new();
+        for s in snapshots {
+            match self.restore(s) {
+                Ok(()) => rolled_back.push(s.address),
+                Err(e) => undo_errors.extend(e),
+            }
+        }
+        BindFailure {
+            error: Box::new(error),
+            rolled_back,
+            undo_errors,
+        }
+    }
+
+    /// Puts one device back as `snap` says: unbind what holds it now,
+    /// restore the override, drop a slot we added, bind the original
+    /// driver (fallback `drivers_probe`) and check it.
+    pub(crate) fn restore(&self, snap: &Snapshot) -> Result<(), Vec<StubError>> {
+        let a = snap.address;
+        let mut errors = Vec::new();
+        let now = current_driver(&self.root, &a);
+        let now_permissive = permissive_list(&self.root).contains(&a);
+        let clear_permissive =
+            now.as_deref() == Some("pciback") && now_permissive && !snap.permissive;
+        if now.is_some() && (now != snap.driver || clear_permissive) {
+            errors.extend(self.unbind(a).err());
+        }
+        let now_override = current_override(&self.root, &a).ok().flatten();
+        if now_override != snap.driver_override {
+            let value = snap.driver_override.clone().unwrap_or_else(|| "\n".into());
+            errors.extend(
+                self.write(a, &device_rel(&a).join("driver_override"), &value)
+                    .err(),
+            );
+        }
+        if !snap.in_slots && pciback_slots(&self.root).contains(&a) {
+            match self.write(
+                a,
+                Path::new("sys/bus/pci/drivers/pciback/remove_slot"),
+                &a.to_string(),
+            ) {
+                Err(e) if e.errno() != Some(ENOENT) => errors.push(e),
+                _ => {}
+            }
+        }
+        if snap.in_slots && !pciback_slots(&self.root).contains(&a) {
+            // A give-back removed it; pciback needs it to take the device again.
+            let new_slot = Path::new("sys/bus/pci/drivers/pciback/new_slot");
+            errors.extend(self.write(a, new_slot, &a.to_string()).err());
+        }
+        if let Some(orig) = &snap.driver
+            && current_driver(&self.root, &a).as_ref() != Some(orig)
+        {
+            let bind = PathBuf::from(format!("sys/bus/pci/drivers/{orig}/bind"));
+            // Fallback when the explicit bind fails: let the kernel pick,
+            // which the override restored above steers.
+            if let Err(e) = self.write(a, &bind, &a.to_string())
+                && let Err(e2) =
+                    self.write(a, Path::new("sys/bus/pci/drivers_probe"), &a.to_string())
+            {
+                errors.push(e);
+                errors.push(e2);
+            }
+            errors.extend(self.wait_for(a, orig).err());
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// The steps that move a device from `snap` onto `stub`.
+fn steps_for(snap: &Snapshot, stub: Stub, permissive: bool) -> Vec<Step> {
+    let name = stub.name().to_owned();
+    let on_stub = snap.driver.as_deref() == Some(stub.name());
+    let mut steps = Vec::new();
+    if snap.driver_override.as_deref() != Some(stub.name()) {
+        steps.push(Step::SetOverride(name.clone()));
+    }
+    if stub == Stub::Pciback && !snap.in_slots {
+        steps.push(Step::NewSlot);
+    }
+    if !on_stub {
+        if let Some(d) = &snap.driver {
+            steps.push(Step::Unbind(d.clone()));
+        }
+        steps.push(Step::Probe(name));
+    }
+    if stub == Stub::Pciback && permissive && !snap.permissive {
+        steps.push(Step::Permissive);
+    }
+    steps
+}
+
+/// pciback's `permissive` list; empty when pciback is not loaded.
+pub(crate) fn permissive_list(root: &HostRoot) -> Vec<PciAddress> {
+    std::fs::read_to_string(root.join("sys/bus/pci/drivers/pciback/permissive"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+pub(crate) fn write_error(
+    device: PciAddress,
+    file: &Path,
+    value: &str,
+    source: io::Error,
+) -> StubError {
+    StubError::Write {
+        device,
+        file: file.to_owned(),
+        value: value.to_owned(),
+        errno: source.raw_os_error(),
+        source,
+    }
+}

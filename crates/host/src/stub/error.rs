@@ -1,0 +1,254 @@
+//! What the stub engine reports: each error names the device, and for a
+//! write the file, the value and the kernel's errno.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use qpci_types::PciAddress;
+
+use super::modalias::ModaliasError;
+use super::runner::RunnerError;
+use super::sysfs_io::RealRootRefused;
+
+/// One failure of a check, a write or a verification.
+#[derive(Debug, thiserror::Error)]
+pub enum StubError {
+    /// A write failed.
+    #[error("{device}: writing {value:?} to {} failed: {source}", file.display())]
+    Write {
+        /// The device concerned.
+        device: PciAddress,
+        /// The file, relative to the host root.
+        file: PathBuf,
+        /// What was written.
+        value: String,
+        /// The errno, when the kernel gave one.
+        errno: Option<i32>,
+        /// The error as returned.
+        #[source]
+        source: io::Error,
+    },
+    /// A read the engine needs failed.
+    #[error("{device}: cannot read {}: {source}", file.display())]
+    Read {
+        /// The device.
+        device: PciAddress,
+        /// The file, relative to the host root.
+        file: PathBuf,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// The device is not on the host (any more).
+    #[error("{device}: no such PCI device on this host (sys/bus/pci/devices/{device} is missing)")]
+    NotPresent {
+        /// The device.
+        device: PciAddress,
+    },
+    /// The device at the address is not the assigned one.
+    #[error(
+        "{device}: the device there is {found}, not the assigned {expected}; refusing (bus numbers may have shifted)"
+    )]
+    IdentityChanged {
+        /// The device.
+        device: PciAddress,
+        /// The assignment's identity.
+        expected: String,
+        /// What is there now.
+        found: String,
+    },
+    /// dom0 must keep it (DESIGN.md M10).
+    #[error("{device}: dom0-critical ({reason}); it never goes to a stub driver")]
+    Critical {
+        /// The device.
+        device: PciAddress,
+        /// Why.
+        reason: String,
+    },
+    /// Not a type-0 (endpoint) header.
+    #[error(
+        "{device}: header type {header_type} is not an endpoint; only endpoints can be passed through"
+    )]
+    NotEndpoint {
+        /// The device.
+        device: PciAddress,
+        /// The header type.
+        header_type: u8,
+    },
+    /// Strict reset refuses a device with no reset at all (DESIGN.md M7).
+    #[error(
+        "{device}: no reset method (no function-level reset and no parent bridge); its state could leak between qubes; refusing under strict reset (option no-strict-reset=true overrides)"
+    )]
+    NoReset {
+        /// The device.
+        device: PciAddress,
+    },
+    /// Strict reset: a bus-reset domain is only partly in the plan.
+    #[error(
+        "{device}: can only be reset by a bus reset of {bridge}, which also resets {}; they must go to the same qube (or set no-strict-reset=true)",
+        join(missing)
+    )]
+    ResetDomainIncomplete {
+        /// The device.
+        device: PciAddress,
+        /// The bridge to reset.
+        bridge: PciAddress,
+        /// Members of the domain not in the plan.
+        missing: Vec<PciAddress>,
+    },
+    /// vfio-pci needs an IOMMU group.
+    #[error("{device}: no IOMMU group (no active IOMMU?); vfio-pci cannot take it")]
+    NoIommuGroup {
+        /// The device.
+        device: PciAddress,
+    },
+    /// Another endpoint of the group is on a normal driver (DESIGN.md M6).
+    #[error(
+        "{device}: IOMMU group {group} is not viable: {peer} is bound to {driver}; every endpoint of the group must go to the qube (the engine never takes a peer from dom0 on its own)"
+    )]
+    GroupNotViable {
+        /// The device.
+        device: PciAddress,
+        /// The group.
+        group: u32,
+        /// The offending member.
+        peer: PciAddress,
+        /// Its driver.
+        driver: String,
+    },
+    /// A running qube holds the device.
+    #[error("{device}: held by running qube {qube}")]
+    Held {
+        /// The device.
+        device: PciAddress,
+        /// The holder.
+        qube: String,
+    },
+    /// `permissive` asked on vfio-pci, which has no equivalent.
+    #[error("{device}: permissive=true has no vfio-pci equivalent; remove the option for KVM")]
+    PermissiveUnsupported {
+        /// The device.
+        device: PciAddress,
+    },
+    /// The stub driver could not be registered.
+    #[error("stub driver {stub} is not available: {detail}")]
+    StubUnavailable {
+        /// The stub's name.
+        stub: String,
+        /// Why.
+        detail: String,
+    },
+    /// After probing, the device is not on the expected driver.
+    #[error("{device}: expected driver {expected} after probing, found {} (waited {waited:?})", found.as_deref().unwrap_or("none"))]
+    NotBound {
+        /// The device.
+        device: PciAddress,
+        /// The driver wanted.
+        expected: String,
+        /// The driver found.
+        found: Option<String>,
+        /// How long the engine polled.
+        waited: Duration,
+    },
+    /// Writes to the real root were not allowed.
+    #[error(transparent)]
+    RealRoot(#[from] RealRootRefused),
+    /// A module load failed.
+    #[error(transparent)]
+    Runner(#[from] RunnerError),
+    /// The host driver could not be looked up.
+    #[error("{device}: {source}")]
+    Modalias {
+        /// The device.
+        device: PciAddress,
+        /// Why.
+        #[source]
+        source: ModaliasError,
+    },
+    /// Give-back: the device is on a host driver already.
+    #[error("{device}: not on a stub driver (bound to {driver}); nothing to give back")]
+    NotOnStub {
+        /// The device.
+        device: PciAddress,
+        /// Its driver.
+        driver: String,
+    },
+    /// Give-back refused by a guard (holder, autostart) without force.
+    #[error("{device}: {reason}; use --force to give it back anyway")]
+    Guarded {
+        /// The device.
+        device: PciAddress,
+        /// What guards it.
+        reason: String,
+    },
+    /// Give-back: no module of the matches provides a registered driver.
+    #[error("{device}: no host driver registered after loading {}", modules.join(", "))]
+    NoHostDriver {
+        /// The device.
+        device: PciAddress,
+        /// The modules tried.
+        modules: Vec<String>,
+    },
+}
+
+impl StubError {
+    /// The errno of a failed write or read, if any.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            Self::Write { errno, .. } => *errno,
+            Self::Read { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+}
+
+fn join(list: &[PciAddress]) -> String {
+    list.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A transaction failed: the first error, what was rolled back, and any
+/// error met while rolling back.
+#[derive(Debug)]
+pub struct BindFailure {
+    /// The error that stopped the transaction (boxed: it is large and the
+    /// success path should not pay for it).
+    pub error: Box<StubError>,
+    /// Devices restored to their original binding.
+    pub rolled_back: Vec<PciAddress>,
+    /// Errors met while restoring (empty when the host is as it was).
+    pub undo_errors: Vec<StubError>,
+}
+
+impl From<StubError> for BindFailure {
+    fn from(error: StubError) -> Self {
+        Self {
+            error: Box::new(error),
+            rolled_back: Vec::new(),
+            undo_errors: Vec::new(),
+        }
+    }
+}
+
+impl fmt::Display for BindFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.error)?;
+        if !self.rolled_back.is_empty() {
+            write!(f, "; rolled back {}", join(&self.rolled_back))?;
+        }
+        for e in &self.undo_errors {
+            write!(f, "; while rolling back: {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for BindFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.error.as_ref())
+    }
+}

@@ -1,0 +1,318 @@
+//! The explicit, guarded give-back of one device to dom0 (DESIGN.md M9,
+//! spec/linux-pci.md §6, §9). Never automatic: shutdown, detach and
+//! unassign leave devices on the stub; only this call moves one back.
+//!
+//! Order: every check and the host-driver lookup first (nothing written
+//! when any fails), then load the modules, clear `driver_override`, drop
+//! the pciback slot (`ENOENT` is fine), unbind from the stub,
+//! `drivers_probe`, verify; if nothing bound, `drivers/<drv>/bind` per
+//! candidate. On failure the device goes back to where it was (the stub)
+//! rather than stay half given back. Module loads are not undone.
+//!
+//! Two matching modules: every non-blacklisted match is loaded, as
+//! `modprobe <modalias>` (and udev at boot) would, and the kernel's own
+//! probe picks; the explicit-bind fallback tries them in depmod order. Any
+//! host driver ends the give-back; one that is not among the candidates
+//! adds a warning.
+
+use std::path::Path;
+
+use qpci_types::PciAddress;
+
+use super::engine::{Engine, Snapshot, bind_lock, is_stub_driver, permissive_list};
+use super::error::{BindFailure, StubError};
+use super::modalias::{
+    ModuleIndex, ModuleMatch, driver_candidates, kernel_release, validate_pci_modalias,
+};
+use super::tree::{current_driver, current_override, device_rel, pciback_slots};
+use crate::ResetDomain;
+
+/// What to give back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GiveBackRequest {
+    /// The device.
+    pub address: PciAddress,
+    /// Give back even if a running qube holds it or an autostart qube has
+    /// it assigned.
+    pub force: bool,
+    /// Only list the steps.
+    pub dry_run: bool,
+}
+
+/// What a give-back did (or, dry, would do).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GiveBackReport {
+    /// The device.
+    pub address: PciAddress,
+    /// `true` when nothing was written.
+    pub dry_run: bool,
+    /// The matching modules, as `modprobe -R` lists them.
+    pub modules: Vec<ModuleMatch>,
+    /// Every step, as text (done, or planned on a dry run).
+    pub steps: Vec<String>,
+    /// The driver it ended on (`None` on a dry run).
+    pub driver: Option<String>,
+    /// What the user should know.
+    pub warnings: Vec<String>,
+}
+
+impl Engine<'_> {
+    /// Gives `req.address` back to its host driver.
+    pub fn give_back(
+        &self,
+        req: &GiveBackRequest,
+        guards: &super::Guards,
+    ) -> Result<GiveBackReport, BindFailure> {
+        let a = req.address;
+        let inv = self.inventory();
+        let dev = inv.device(&a).ok_or(StubError::NotPresent { device: a })?;
+        if let Some(reason) = &dev.critical {
+            return Err(StubError::Critical {
+                device: a,
+                reason: format!("{reason}; it is never on a stub"),
+            }
+            .into());
+        }
+        let driver = current_driver(&self.root, &a);
+        if let Some(d) = &driver
+            && !is_stub_driver(d)
+        {
+            return Err(StubError::NotOnStub {
+                device: a,
+                driver: d.clone(),
+            }
+            .into());
+        }
+        if !req.force {
+            if let Some(q) = guards.holders.get(&a) {
+                return Err(StubError::Guarded {
+                    device: a,
+                    reason: format!("running qube {q} holds it"),
+                }
+                .into());
+            }
+            if let Some(qs) = guards.autostart.get(&a).filter(|q| !q.is_empty()) {
+                let reason = format!(
+                    "it is assigned to autostart qube(s) {}, which would take it at next boot",
+                    qs.join(", ")
+                );
+                return Err(StubError::Guarded { device: a, reason }.into());
+            }
+        }
+        let modules = self.lookup_modules(a)?;
+        let wanted: Vec<&ModuleMatch> = modules.iter().filter(|m| !m.blacklisted).collect();
+        let mut warnings = Vec::new();
+        for m in modules.iter().filter(|m| m.blacklisted) {
+            warnings.push(format!(
+                "module {} matches but is blacklisted in modprobe.d; not loaded",
+                m.module
+            ));
+        }
+        if wanted.is_empty() {
+            return Err(StubError::NoHostDriver {
+                device: a,
+                modules: modules.iter().map(|m| m.module.clone()).collect(),
+            }
+            .into());
+        }
+        if matches!(dev.reset_domain, ResetDomain::NoReset)
+            || dev.reset.methods.is_empty() && !dev.reset.reset_file
+        {
+            warnings.push(format!(
+                "{a} has no reset method: its state (buffers, firmware, DMA setup) comes from an untrusted qube"
+            ));
+        }
+        if std::fs::read_to_string(self.root.join("sys/module/vfio_pci/parameters/ids"))
+            .is_ok_and(|v| !v.trim().is_empty())
+        {
+            warnings.push(
+                "vfio_pci has ids= set: it may seize the device again at the next probe or boot"
+                    .into(),
+            );
+        }
+        let driver_override =
+            current_override(&self.root, &a).map_err(|source| StubError::Read {
+                device: a,
+                file: device_rel(&a).join("driver_override"),
+                source,
+            })?;
+        let snap = Snapshot {
+            address: a,
+            driver: driver.clone(),
+            driver_override,
+            in_slots: pciback_slots(&self.root).contains(&a),
+            permissive: permissive_list(&self.root).contains(&a),
+        };
+        let mut plan: Vec<String> = Vec::new();
+        for m in wanted.iter().filter(|m| !m.builtin) {
+            plan.push(self.runner.describe(&m.module));
+        }
+        if snap.driver_override.is_some() {
+            plan.push(format!(
+                "write \\n to sys/bus/pci/devices/{a}/driver_override"
+            ));
+        }
+        if snap.in_slots {
+            plan.push(format!(
+                "write {a} to sys/bus/pci/drivers/pciback/remove_slot"
+            ));
+        }
+        if let Some(d) = &driver {
+            plan.push(format!(
+                "write {a} to sys/bus/pci/devices/{a}/driver/unbind (now {d})"
+            ));
+        }
+        plan.push(format!(
+            "write {a} to sys/bus/pci/drivers_probe, then wait for a host driver"
+        ));
+        plan.push("if none bound: write the address to sys/bus/pci/drivers/<driver>/bind for each candidate".into());
+        if req.dry_run {
+            return Ok(GiveBackReport {
+                address: a,
+                dry_run: true,
+                modules,
+                steps: plan,
+                driver: None,
+                warnings,
+            });
+        }
+
+        let _lock = bind_lock();
+        let mut steps = Vec::new();
+        for m in wanted.iter().filter(|m| !m.builtin) {
+            match self.runner.modprobe(&m.module) {
+                Ok(()) => steps.push(self.runner.describe(&m.module)),
+                Err(e) => warnings.push(e.to_string()),
+            }
+        }
+        let candidates: Vec<String> = wanted
+            .iter()
+            .flat_map(|m| driver_candidates(&self.root, &m.module))
+            .collect();
+        if candidates.is_empty() {
+            return Err(StubError::NoHostDriver {
+                device: a,
+                modules: wanted.iter().map(|m| m.module.clone()).collect(),
+            }
+            .into());
+        }
+        match self.move_to_host(a, &snap, &candidates, &mut steps) {
+            Ok(bound) => {
+                if !candidates.contains(&bound) {
+                    warnings.push(format!(
+                        "{a} was probed by {bound}, not by {}",
+                        candidates.join(" or ")
+                    ));
+                }
+                Ok(GiveBackReport {
+                    address: a,
+                    dry_run: false,
+                    modules,
+                    steps,
+                    driver: Some(bound),
+                    warnings,
+                })
+            }
+            Err(error) => Err(self.roll_back(error, &[&snap])),
+        }
+    }
+
+    /// The modules matching the device's `modalias`; read-only.
+    fn lookup_modules(&self, a: PciAddress) -> Result<Vec<ModuleMatch>, StubError> {
+        let file = device_rel(&a).join("modalias");
+        let text =
+            std::fs::read_to_string(self.root.join(&file)).map_err(|source| StubError::Read {
+                device: a,
+                file: file.clone(),
+                source,
+            })?;
+        let wrap = |source| StubError::Modalias { device: a, source };
+        let alias = validate_pci_modalias(&text, &file).map_err(wrap)?;
+        let release = match &self.options.release {
+            Some(r) => r.clone(),
+            None => kernel_release(&self.root).map_err(wrap)?,
+        };
+        ModuleIndex::load(&self.root, &release)
+            .and_then(|idx| idx.lookup(&alias))
+            .map_err(wrap)
+    }
+
+    /// The writes of a give-back; returns the driver that took the device.
+    fn move_to_host(
+        &self,
+        a: PciAddress,
+        snap: &Snapshot,
+        candidates: &[String],
+        steps: &mut Vec<String>,
+    ) -> Result<String, StubError> {
+        let sbdf = a.to_string();
+        if snap.driver_override.is_some() {
+            // A stale override makes every other driver's bind fail.
+            self.write(a, &device_rel(&a).join("driver_override"), "\n")?;
+            steps.push(format!(
+                "write \\n to sys/bus/pci/devices/{a}/driver_override"
+            ));
+        }
+        if snap.in_slots {
+            // Without this pciback, registered first, seizes it again.
+            match self.write(
+                a,
+                Path::new("sys/bus/pci/drivers/pciback/remove_slot"),
+                &sbdf,
+            ) {
+                Err(e) if e.errno() != Some(super::errno::ENOENT) => return Err(e),
+                _ => steps.push(format!(
+                    "write {a} to sys/bus/pci/drivers/pciback/remove_slot"
+                )),
+            }
+        }
+        if snap.driver.is_some() {
+            self.unbind(a)?;
+            steps.push(format!(
+                "write {a} to sys/bus/pci/devices/{a}/driver/unbind"
+            ));
+        }
+        self.write(a, Path::new("sys/bus/pci/drivers_probe"), &sbdf)?;
+        steps.push(format!("write {a} to sys/bus/pci/drivers_probe"));
+        let first = candidates.first().map(String::as_str).unwrap_or_default();
+        let probed = match self.wait_for(a, first) {
+            Ok(()) => Some(first.to_owned()),
+            Err(StubError::NotBound { found, .. }) => found,
+            Err(e) => return Err(e),
+        };
+        if let Some(d) = probed {
+            return if is_stub_driver(&d) {
+                Err(StubError::NotBound {
+                    device: a,
+                    expected: candidates.join(" or "),
+                    found: Some(d),
+                    waited: self.options.probe_timeout,
+                })
+            } else {
+                Ok(d)
+            };
+        }
+        let mut first_error = None;
+        for drv in candidates {
+            let file = format!("sys/bus/pci/drivers/{drv}/bind");
+            match self
+                .write(a, Path::new(&file), &sbdf)
+                .and_then(|()| self.wait_for(a, drv))
+            {
+                Ok(()) => {
+                    steps.push(format!("write {a} to {file}"));
+                    return Ok(drv.clone());
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        Err(first_error.unwrap_or(StubError::NotBound {
+            device: a,
+            expected: candidates.join(" or "),
+            found: None,
+            waited: self.options.probe_timeout,
+        }))
+    }
+}
