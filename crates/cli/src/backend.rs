@@ -1,16 +1,9 @@
-//! Where the tools get their data: the [`Backend`] trait, and
-//! [`HostBackend`], which reads this machine directly.
-//!
-//! Commands only see the trait and `qpci-api` types, so the daemon issue can
-//! swap the direct host read for an Admin API client without touching them.
-
-use std::path::PathBuf;
+//! Where `qvm-pci` gets its data: the [`Backend`] trait. The real one is
+//! [`ApiBackend`](crate::api_backend::ApiBackend), over the Admin API; tests
+//! inject fakes. Commands only see the trait and `qpci-api` types.
 
 use qpci_api::InventoryReport;
-use qpci_host::{HostRoot, PciIds, ScanOptions};
 use qpci_types::{AssignOptions, DeviceIdentity, PciPath};
-
-use crate::convert::inventory_report;
 
 /// A device as the Admin API names it: backend, port (or any) and device id
 /// (or any) — Qubes' `VirtualDevice`.
@@ -49,30 +42,8 @@ pub struct AssignRequest {
     pub options: AssignOptions,
 }
 
-/// Why a data source could not answer.
-#[derive(Debug, thiserror::Error)]
-pub enum BackendError {
-    /// The local source is misconfigured (unreadable pci.ids, missing root).
-    #[error("{what}")]
-    Setup {
-        /// What could not be set up.
-        what: String,
-        /// The underlying error.
-        #[source]
-        source: Option<Box<dyn std::error::Error + Send + Sync>>,
-    },
-    /// The action needs qpcid, the daemon, which this source is not.
-    #[error(
-        "{action} needs qpcid, the qpci daemon, which is not available yet (it arrives with the daemon); this qvm-pci reads the host directly and can only list devices. Nothing was changed."
-    )]
-    NeedsDaemon {
-        /// What was asked, `assigning a PCI device`.
-        action: &'static str,
-    },
-    /// The source refused the request (a server error, later).
-    #[error("{0}")]
-    Refused(String),
-}
+/// Why the data source could not answer: an Admin API failure.
+pub use crate::transport::ApiError as BackendError;
 
 /// A source of devices and qubes for the tools.
 pub trait Backend {
@@ -95,147 +66,66 @@ pub trait Backend {
     fn unassign(&mut self, vm: &str, device: &DeviceRef) -> Result<(), BackendError>;
     /// Detaches a device from the running qube `vm`.
     fn detach(&mut self, vm: &str, device: &DeviceRef) -> Result<(), BackendError>;
-}
-
-/// Where [`HostBackend`] takes pci.ids from.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum NamesSource {
-    /// The usual locations; none present means no names.
-    #[default]
-    Default,
-    /// This file; unreadable is an error.
-    File(PathBuf),
-}
-
-/// Reads this machine (or a fixture tree) directly, read-only. Until the
-/// daemon exists it is the only source; it knows only `dom0`, nothing is
-/// attached or assigned, and changes are refused with
-/// [`BackendError::NeedsDaemon`].
-#[derive(Debug)]
-pub struct HostBackend {
-    root: HostRoot,
-    names: NamesSource,
-    cached: Option<InventoryReport>,
-}
-
-impl HostBackend {
-    /// A source reading `root` with names from `names`.
-    pub fn new(root: HostRoot, names: NamesSource) -> Self {
-        Self {
-            root,
-            names,
-            cached: None,
-        }
-    }
-
-    fn load_names(&self) -> Result<(PciIds, Option<String>), BackendError> {
-        match &self.names {
-            // The loader's message names the file and the I/O error.
-            NamesSource::File(path) => {
-                PciIds::load(path)
-                    .map(|ids| (ids, None))
-                    .map_err(|e| BackendError::Setup {
-                        what: e.to_string(),
-                        source: None,
-                    })
-            }
-            NamesSource::Default => Ok(match PciIds::load_default() {
-                Ok(ids) if ids.is_empty() => (
-                    ids,
-                    Some("no pci.ids found: devices are shown without names".to_owned()),
-                ),
-                Ok(ids) => (ids, None),
-                Err(e) => (
-                    PciIds::empty(),
-                    Some(format!(
-                        "pci.ids not loaded, devices are shown without names: {e}"
-                    )),
-                ),
-            }),
-        }
-    }
-
-    fn scan(&mut self) -> Result<&InventoryReport, BackendError> {
-        if self.cached.is_none() {
-            let dir = self.root.dir();
-            if !dir.is_dir() {
-                return Err(BackendError::Setup {
-                    what: format!("host root '{}' is not a directory", dir.display()),
-                    source: None,
-                });
-            }
-            let (ids, names_warning) = self.load_names()?;
-            let inventory = qpci_host::scan(&self.root, &ScanOptions { names: Some(&ids) });
-            let mut report = inventory_report(&inventory);
-            if let Some(message) = names_warning {
-                report.warnings.insert(
-                    0,
-                    qpci_api::Warning {
-                        device: None,
-                        message,
-                    },
-                );
-            }
-            self.cached = Some(report);
-        }
-        self.cached
-            .as_ref()
-            .ok_or(BackendError::Refused("inventory unavailable".to_owned()))
-    }
-}
-
-impl Backend for HostBackend {
-    fn device_classes(&mut self) -> Result<Vec<String>, BackendError> {
-        Ok(vec!["pci".to_owned()])
-    }
-
-    fn qube_names(&mut self) -> Result<Option<Vec<String>>, BackendError> {
+    /// The power state of `vm` as listed (`Running`, `Halted`, ...), if known.
+    fn qube_state(&mut self, _vm: &str) -> Result<Option<String>, BackendError> {
         Ok(None)
     }
+    /// The whole `qvm-pci list` table in one reply (`qpci.List`), or `None`
+    /// when the source cannot give it (then the Qubes methods are used).
+    fn list_report(&mut self) -> Result<Option<qpci_api::ext::ListReport>, BackendError> {
+        Ok(None)
+    }
+    /// The `devices_denied` property of `vm` (7-character patterns).
+    fn devices_denied(&mut self, _vm: &str) -> Result<String, BackendError> {
+        Ok(String::new())
+    }
+}
 
-    fn available(&mut self, backend: &str) -> Result<InventoryReport, BackendError> {
-        if backend == "dom0" {
-            self.scan().cloned()
-        } else {
-            Ok(InventoryReport::default())
+impl DeviceRef {
+    /// The method argument (spec/admin-api.md §2.4): `backend+port+devid`
+    /// with every `:` as `+`, the unknown interface `?******` as `_______`
+    /// and any other `*` as `_`.
+    pub fn qarg(&self) -> String {
+        let port = self
+            .port
+            .as_ref()
+            .map_or_else(|| "*".to_owned(), ToString::to_string);
+        let id = self
+            .device_id
+            .as_ref()
+            .map_or_else(|| "*".to_owned(), ToString::to_string);
+        format!("{}+{port}:{id}", self.backend)
+            .replace(':', "+")
+            .replace("?******", "_______")
+            .replace('*', "_")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dref(port: Option<&str>, id: Option<&str>) -> DeviceRef {
+        DeviceRef {
+            backend: "dom0".into(),
+            port: port.map(|p| p.parse().unwrap()),
+            device_id: id.map(|i| i.parse().unwrap()),
         }
     }
 
-    fn attached(&mut self, vm: &str) -> Result<Vec<AssignRequest>, BackendError> {
-        if vm == "dom0" {
-            Ok(Vec::new())
-        } else {
-            Err(BackendError::NeedsDaemon {
-                action: "asking which devices a qube holds",
-            })
-        }
-    }
-
-    fn assigned(&mut self, vm: &str) -> Result<Vec<AssignRequest>, BackendError> {
-        if vm == "dom0" {
-            Ok(Vec::new())
-        } else {
-            Err(BackendError::NeedsDaemon {
-                action: "listing a qube's assignments",
-            })
-        }
-    }
-
-    fn assign(&mut self, _vm: &str, _request: &AssignRequest) -> Result<(), BackendError> {
-        Err(BackendError::NeedsDaemon {
-            action: "assigning a PCI device",
-        })
-    }
-
-    fn unassign(&mut self, _vm: &str, _device: &DeviceRef) -> Result<(), BackendError> {
-        Err(BackendError::NeedsDaemon {
-            action: "removing a PCI assignment",
-        })
-    }
-
-    fn detach(&mut self, _vm: &str, _device: &DeviceRef) -> Result<(), BackendError> {
-        Err(BackendError::NeedsDaemon {
-            action: "detaching a PCI device",
-        })
+    #[test]
+    fn qargs_of_the_spec() {
+        let id = "0x8086:0xa0ed::p0c0330";
+        assert_eq!(
+            dref(Some("00_14.0"), Some(id)).qarg(),
+            "dom0+00_14.0+0x8086+0xa0ed++p0c0330"
+        );
+        assert_eq!(dref(Some("00_14.0"), None).qarg(), "dom0+00_14.0+_");
+        assert_eq!(dref(None, Some(id)).qarg(), "dom0+_+0x8086+0xa0ed++p0c0330");
+        let unknown = DeviceRef {
+            device_id: Some(DeviceIdentity::unknown()),
+            ..dref(Some("00_1f.7"), None)
+        };
+        assert_eq!(unknown.qarg(), "dom0+00_1f.7+0000+0000++_______");
     }
 }

@@ -33,6 +33,20 @@ pub enum CliError {
         /// The message.
         message: String,
     },
+    /// qvm-create's logged error: `app: <msg>` (`<msg>` alone with `-q`).
+    #[error("{}{message}", if *.quiet { "" } else { "app: " })]
+    Logged {
+        /// The message.
+        message: String,
+        /// `-q` was given.
+        quiet: bool,
+        /// The exit code.
+        code: u8,
+    },
+    /// Everything was already printed; only the exit code is left
+    /// (qvm-shutdown and qvm-kill exit with the number of failures).
+    #[error("")]
+    Exit(u8),
     /// Writing the output failed (other than a closed pipe).
     #[error("{prog}: error: cannot write output: {source}")]
     Output {
@@ -49,6 +63,7 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Usage { .. } => 2,
+            CliError::Logged { code, .. } | CliError::Exit(code) => *code,
             CliError::Runtime { .. } | CliError::Command { .. } | CliError::Output { .. } => 1,
         }
     }
@@ -58,6 +73,7 @@ impl CliError {
         // Nothing sensible is left to do when stderr itself fails.
         let _ = match self {
             CliError::Usage { usage, .. } => writeln!(err, "usage: {}\n{self}", usage.trim_end()),
+            CliError::Exit(_) => Ok(()),
             _ => writeln!(err, "{self}"),
         };
     }
@@ -77,18 +93,16 @@ impl CliError {
         }
     }
 
-    /// Maps a data-source failure to its style: a misconfigured local source
-    /// (unreadable `--pci-ids`, missing `--sysfs-root`) is a runtime error of
-    /// `prog`; everything the source refuses or cannot do is a command error,
-    /// as a server error is for Qubes' tools.
-    pub fn from_backend(prog: &str, error: BackendError) -> Self {
-        let message = chain(&error);
-        match error {
-            BackendError::Setup { .. } => CliError::runtime(prog, message),
-            BackendError::NeedsDaemon { .. } | BackendError::Refused(_) => {
-                CliError::command(message)
-            }
-        }
+    /// Maps an Admin API failure in `qvm-pci`: a command error
+    /// (`Error: <str(exception)>`), as Qubes' `qvm-device` prints it.
+    pub fn from_backend(_prog: &str, error: BackendError) -> Self {
+        CliError::command(error.to_string())
+    }
+
+    /// Maps an Admin API failure in the other tools: a runtime error
+    /// (`<prog>: error: <msg>`).
+    pub fn from_api(prog: &str, error: &crate::transport::ApiError) -> Self {
+        CliError::runtime(prog, error.to_string())
     }
 
     /// Maps an output write failure; a closed pipe is not an error (the

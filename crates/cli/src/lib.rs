@@ -1,41 +1,49 @@
 //! The qvm-* command-line tools of qpci: `qvm-pci` and `qvm-device pci`,
-//! with Qubes' arguments, output and exit codes (spec/qvm-tools.md §2).
+//! `qvm-ls`, `qvm-prefs`, `qvm-create`, `qvm-remove`, `qvm-start`,
+//! `qvm-shutdown` and `qvm-kill`, with Qubes' arguments, output and exit
+//! codes (spec/qvm-tools.md), talking to qpcid over the Admin API.
 //!
-//! A run has two stages, as in ripgrep: [`flags::parse`] checks the command
-//! line without any I/O (`--help` needs nothing else), then
-//! [`commands::execute`] resolves qube names and devices against a
-//! [`Backend`] and runs the subcommand. The backend is injected: today
-//! [`HostBackend`] reads this machine's `/sys` directly (read-only); the
-//! daemon issue swaps in an Admin API client. Every failure is a
+//! A run has two stages, as in ripgrep: parsing checks the command line
+//! without any I/O (`--help` needs nothing else), then the command resolves
+//! qube names and devices through a [`Transport`] (the daemon, found and if
+//! needed started by [`discover`] on the first call) and runs. `qvm-pci`
+//! sees the daemon through the [`Backend`] trait ([`ApiBackend`]); the
+//! other tools ([`tools`]) through [`admin::Admin`]. Every failure is a
 //! [`CliError`] whose style and exit code are decided in one place
 //! ([`error`]).
 //!
-//! What it refuses to own: policy (what may be assigned) and state; those
-//! belong to the daemon.
+//! What it refuses to own: the host, policy and state; those belong to the
+//! daemon. It links `qpci-api` and `qpci-types` only.
 #![deny(missing_docs)]
 
+pub mod admin;
+pub mod api_backend;
+pub mod argparse;
 pub mod backend;
 pub mod commands;
-pub mod convert;
+pub mod discover;
 pub mod error;
 pub mod flags;
 pub mod resolve;
 pub mod table;
+pub mod tools;
+pub mod transport;
+pub mod vmargs;
 
 use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-pub use backend::{Backend, HostBackend, NamesSource};
+pub use api_backend::ApiBackend;
+pub use backend::Backend;
 pub use commands::Io;
 pub use error::CliError;
 pub use flags::Tool;
+pub use transport::{ApiError, Connection, Transport};
 
 use flags::Parsed;
 
 /// Parses `argv` (program name first) and runs it against `backend`.
-/// `--sysfs-root` and `--pci-ids` are ignored here: they configure the
-/// backend, which the caller made.
 pub fn run(
     tool: Tool,
     argv: &[OsString],
@@ -57,24 +65,13 @@ fn emit_plain(io: &mut Io<'_>, text: &str) -> Result<(), CliError> {
     Ok(())
 }
 
-/// The backend a real run uses: the host under `--sysfs-root` (default
-/// `/`), names from `--pci-ids` (default: the usual pci.ids locations).
-pub fn host_backend(common: &flags::Common) -> HostBackend {
-    let root = match &common.sysfs_root {
-        Some(dir) => qpci_host::HostRoot::new(dir.clone()),
-        None => qpci_host::HostRoot::real(),
-    };
-    let names = match &common.pci_ids {
-        Some(file) => NamesSource::File(file.clone()),
-        None => NamesSource::Default,
-    };
-    HostBackend::new(root, names)
-}
-
-/// The whole program: parse `std::env::args_os()`, read the host, print,
+/// The whole program: parse `std::env::args_os()`, ask the daemon, print,
 /// and map the outcome to an exit code.
 pub fn main_for(tool: Tool) -> ExitCode {
     let argv: Vec<OsString> = std::env::args_os().collect();
+    if discover::is_detach_helper(&argv) {
+        return tools::run_detach_helper(&argv);
+    }
     let stdout = std::io::stdout();
     let stdout_is_tty = stdout.is_terminal();
     let mut out = stdout.lock();
@@ -87,7 +84,8 @@ pub fn main_for(tool: Tool) -> ExitCode {
     let result = match flags::parse(tool, &argv) {
         Ok(Parsed::Print(text)) => emit_plain(&mut io, &text),
         Ok(Parsed::Run(low)) => {
-            let mut backend = host_backend(&low.common);
+            let connection = Connection::new(discover::Env::from_process());
+            let mut backend = ApiBackend::new(&connection);
             commands::execute(*low, &mut backend, &mut io)
         }
         Err(e) => Err(e),

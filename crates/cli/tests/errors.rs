@@ -1,21 +1,17 @@
-//! The error catalogue of spec/qvm-tools.md §2.4 that is reachable without
-//! the daemon, and a table of malformed input: each gives one specific
-//! message, in Qubes' style, with its exit code.
+//! The error catalogue of spec/qvm-tools.md §2.4 against a fake qubesd
+//! serving the spec's laptop, and a table of malformed input: each gives one
+//! specific message, in Qubes' style, with its exit code.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
-use common::{Host, outcome};
-
-/// The last stderr line, the one the contract fixes.
-fn last_line(err: &str) -> &str {
-    err.lines().last().unwrap_or("")
-}
+use common::fakeqd::{FakeQd, laptop};
+use common::{last_line, offline, outcome};
 
 /// Runs `args` and checks the exit code, the last stderr line, and whether
 /// a usage block came first.
-fn check(host: &Host, args: &[&str], code: i32, last: &str) {
-    let (out, err, got) = outcome(&mut host.qvm_pci(args));
+fn check(host: &FakeQd, args: &[&str], code: i32, last: &str) {
+    let (out, err, got) = outcome(&mut host.cmd("qvm-pci", args));
     assert_eq!(got, code, "{args:?}: exit code; stderr:\n{err}");
     assert_eq!(last_line(&err), last, "{args:?}");
     assert_eq!(out, "", "{args:?}: nothing on stdout");
@@ -38,11 +34,11 @@ const CHOICES: &str = "'list', 'ls', 'l', 'attach', 'at', 'a', 'detach', 'd', 'd
 
 #[test]
 fn catalogue() {
-    let host = Host::laptop();
-    let no_such = "no such domain: 'work' (without qpcid, the qpci daemon, only dom0 is known; qubes come with the daemon)";
+    let host = FakeQd::start(laptop());
+    let no_such = "no such domain: 'nosuch'";
     let table: Vec<(Vec<&str>, i32, String)> = vec![
         (vec!["sys-usb"], 2, format!("qvm-pci: error: argument command: invalid choice: 'sys-usb' (choose from {CHOICES})")),
-        (vec!["list", "work"], 2, format!("qvm-pci: error: {no_such}")),
+        (vec!["list", "nosuch"], 2, format!("qvm-pci: error: {no_such}")),
         (vec!["list", "nosuch*"], 0, String::new()),
         (vec!["info", "00_14.0"], 2, "qvm-pci: error: expected a backend vm, port id and [optional] device id combination like foo:bar[:baz] got 00_14.0".into()),
         (vec!["assign", "-r", "--ask", "work", "dom0:00_14.0"], 2, "qvm-pci assign: error: argument --ask/--ask-to-attach: not allowed with argument --required/-r".into()),
@@ -50,7 +46,8 @@ fn catalogue() {
         (vec!["unassign", "--only-device", "--only-port", "work", "dom0:00_14.0"], 2, "qvm-pci unassign: error: argument --port/--only-port: not allowed with argument --device/--only-device".into()),
         (vec!["list", "--exclude", "sys-net"], 2, "qvm-pci: error: --exclude can only be used with --all".into()),
         (vec!["list", "-s", "--with-sbdf"], 2, "qvm-pci list: error: --with-sbdf cannot be combined with --assignments".into()),
-        (vec!["info", "sys-usb:00_14.0"], 1, "qvm-pci: error: no such backend vm!".into()),
+        (vec!["info", "nosuch:00_14.0"], 1, "qvm-pci: error: no such backend vm!".into()),
+        (vec!["info", "sys-usb:00_14.0"], 1, "qvm-pci: error: backend vm sys-usb doesn't expose pci device '00_14.0'".into()),
         (vec!["info", "dom0:00_99.0"], 1, "qvm-pci: error: backend vm dom0 doesn't expose pci device '00_99.0'".into()),
         (vec!["attach", "work", "dom0:00_15.0"], 1, "qvm-pci: error: backend vm dom0 doesn't expose pci device '00_15.0'".into()),
         (vec!["info", "dom0:00_14.0:0x8086:0x1234::p0c0330"], 1, "qvm-pci: error: this option works only for explicitly given port ID and does not support device ID".into()),
@@ -69,7 +66,7 @@ fn catalogue() {
     ];
     for (args, code, last) in table {
         if code == 0 {
-            assert_eq!(outcome(&mut host.qvm_pci(&args)).2, 0, "{args:?}");
+            assert_eq!(outcome(&mut host.cmd("qvm-pci", &args)).2, 0, "{args:?}");
         } else {
             check(&host, &args, code, &last);
         }
@@ -77,106 +74,27 @@ fn catalogue() {
 }
 
 #[test]
-fn assignments_need_the_daemon() {
-    let host = Host::laptop();
-    let needs = |action: &str| {
-        format!(
-            "Error: {action} needs qpcid, the qpci daemon, which is not available yet (it arrives with the daemon); \
-             this qvm-pci reads the host directly and can only list devices. Nothing was changed."
-        )
-    };
-    check(
-        &host,
-        &["assign", "-r", "sys-usb", "dom0:00_14.0"],
-        1,
-        &needs("assigning a PCI device"),
-    );
-    check(
-        &host,
-        &[
-            "assign",
-            "--requ",
-            "-o",
-            "no-strict-reset=true",
-            "--port",
-            "sys-usb",
-            "dom0:00_15.0",
-        ],
-        1,
-        &needs("assigning a PCI device"),
-    );
-    check(
-        &host,
-        &["s", "-r", "sys-usb", "dom0:00_15.0:0x8086:0xa0ed::p0c0330"],
-        1,
-        &needs("assigning a PCI device"),
-    );
-    check(
-        &host,
-        &[
-            "attach",
-            "-p",
-            "-o",
-            "permissive=yes",
-            "sys-net",
-            "dom0:00_1c.0-00_00.0",
-        ],
-        1,
-        &needs("assigning a PCI device"),
-    );
-    check(
-        &host,
-        &["unassign", "sys-usb", "dom0:00_14.0"],
-        1,
-        &needs("removing a PCI assignment"),
-    );
-    check(
-        &host,
-        &["unassign", "sys-usb"],
-        1,
-        &needs("listing a qube's assignments"),
-    );
-    check(
-        &host,
-        &["detach", "sys-usb", "dom0:00_14.0"],
-        1,
-        &needs("detaching a PCI device"),
-    );
-    check(
-        &host,
-        &["detach", "sys-usb"],
-        1,
-        &needs("asking which devices a qube holds"),
-    );
-    // dom0 holds and is assigned nothing: nothing to do.
-    assert_eq!(
-        outcome(&mut host.qvm_pci(&["unassign", "dom0"])),
-        (String::new(), String::new(), 0)
-    );
-}
-
-#[test]
 fn device_classes() {
-    let host = Host::laptop();
+    let host = FakeQd::start(laptop());
     for args in [
         &["--list-device-classes"][..],
         &["--list-classes"],
         &["list", "--bogus", "--list-classes"],
     ] {
         assert_eq!(
-            outcome(&mut host.qvm_pci(args)),
-            ("pci\n".to_owned(), String::new(), 0),
+            outcome(&mut host.cmd("qvm-pci", args)),
+            ("block\npci\n".to_owned(), String::new(), 0),
             "{args:?}"
         );
     }
-    let (out, _, code) = outcome(&mut host.qvm_device(&["--list-device-classes"]));
-    assert_eq!((out.as_str(), code), ("pci\n", 0));
+    let (out, _, code) = outcome(&mut host.cmd("qvm-device", &["--list-device-classes"]));
+    assert_eq!((out.as_str(), code), ("block\npci\n", 0));
 }
 
 #[test]
 fn qvm_device_class_argument() {
-    let host = Host::laptop();
-    let (_, err, code) = outcome(&mut host.qvm_device(&[]));
+    let host = FakeQd::start(laptop());
+    let (_, err, code) = outcome(&mut host.cmd("qvm-device", &[]));
     assert_eq!(
         (last_line(&err), code),
         (
@@ -184,7 +102,7 @@ fn qvm_device_class_argument() {
             2
         )
     );
-    let (_, err, code) = outcome(&mut host.qvm_device(&["usb", "list"]));
+    let (_, err, code) = outcome(&mut host.cmd("qvm-device", &["usb", "list"]));
     assert_eq!(
         (last_line(&err), code),
         (
@@ -192,7 +110,7 @@ fn qvm_device_class_argument() {
             2
         )
     );
-    let (_, err, code) = outcome(&mut host.qvm_device(&["pci", "assign", "work"]));
+    let (_, err, code) = outcome(&mut host.cmd("qvm-device", &["pci", "assign", "work"]));
     assert_eq!(
         (last_line(&err), code),
         (
@@ -200,7 +118,7 @@ fn qvm_device_class_argument() {
             2
         )
     );
-    let (_, err, code) = outcome(&mut host.qvm_device(&["pci", "sys-usb"]));
+    let (_, err, code) = outcome(&mut host.cmd("qvm-device", &["pci", "sys-usb"]));
     assert_eq!(code, 2);
     assert!(
         last_line(&err)
@@ -211,7 +129,7 @@ fn qvm_device_class_argument() {
 /// Malformed device arguments and options: each has its own message.
 #[test]
 fn bad_input_table() {
-    let host = Host::laptop();
+    let host = FakeQd::start(laptop());
     let table: &[(&[&str], i32, &str)] = &[
         (
             &["info", "dom0:../x"],
@@ -303,10 +221,15 @@ fn bad_input_table() {
         (
             &["assign", "-r", "bad name", "dom0:00_14.0"],
             2,
-            "qvm-pci: error: no such domain: 'bad name' (without qpcid, the qpci daemon, only dom0 is known; qubes come with the daemon)",
+            "qvm-pci: error: no such domain: 'bad name'",
         ),
         (
-            &["assign", "-r", "w", "dom0:00_99.0:0x8086:0xa0ed::p0c0330"],
+            &[
+                "assign",
+                "-r",
+                "work",
+                "dom0:00_99.0:0x8086:0xa0ed::p0c0330",
+            ],
             1,
             "Error: port '00_99.0' cannot exist: invalid PCI device path at '00_99.0' in '00_99.0': device is out of range (00-1f)",
         ),
@@ -320,8 +243,8 @@ fn bad_input_table() {
 #[test]
 fn non_utf8_argument_is_a_usage_error() {
     use std::os::unix::ffi::OsStrExt;
-    let host = Host::laptop();
-    let mut cmd = host.qvm_pci(&["info"]);
+    let host = FakeQd::start(laptop());
+    let mut cmd = host.cmd("qvm-pci", &["info"]);
     cmd.arg(std::ffi::OsStr::from_bytes(b"dom0:00_14.0\xff"));
     let (_, err, code) = outcome(&mut cmd);
     assert_eq!(code, 2);
@@ -332,45 +255,65 @@ fn non_utf8_argument_is_a_usage_error() {
 }
 
 #[test]
-fn missing_sysfs_root_and_pci_ids_are_runtime_errors() {
-    let host = Host::laptop();
-    let mut cmd = common::real_qvm_pci(&["--sysfs-root", "/nonexistent/qpci", "list"]);
-    let (_, err, code) = outcome(&mut cmd);
+fn sysfs_root_and_pci_ids_belong_to_the_daemon() {
+    let (_, err, code) = outcome(&mut offline("qvm-pci", &["--sysfs-root", "/tmp", "list"]));
     assert_eq!(
         (last_line(&err), code),
         (
-            "qvm-pci: error: host root '/nonexistent/qpci' is not a directory",
-            1
+            "qvm-pci: error: qvm-pci no longer reads the host; start qpcid with --sysfs-root DIR",
+            2
         )
     );
-    let mut cmd = common::real_qvm_pci(&["--sysfs-root"]);
-    cmd.arg(host.tree.root())
-        .args(["--pci-ids", "/nonexistent/pci.ids", "list"]);
-    let (_, err, code) = outcome(&mut cmd);
+    let (_, err, code) = outcome(&mut offline("qvm-pci", &["--pci-ids", "/x", "list"]));
+    assert_eq!(
+        (last_line(&err), code),
+        (
+            "qvm-pci: error: qvm-pci no longer reads pci.ids; start qpcid with --pci-ids FILE",
+            2
+        )
+    );
+}
+
+#[test]
+fn unreachable_daemon_is_a_clear_error() {
+    let (out, err, code) = outcome(&mut offline("qvm-pci", &["list"]));
+    assert_eq!((out.as_str(), code), ("", 1));
+    assert!(
+        err.starts_with(
+            "Error: Failed to connect to qubesd service: [Errno 2] No such file or directory"
+        ),
+        "{err}"
+    );
+    let (_, err, code) = outcome(&mut offline("qvm-prefs", &["work"]));
     assert_eq!(code, 1);
     assert!(
-        last_line(&err)
-            .starts_with("qvm-pci: error: cannot read pci.ids file /nonexistent/pci.ids: "),
+        err.starts_with("qvm-prefs: error: Failed to connect to qubesd service: [Errno 2]"),
         "{err}"
+    );
+    // Usage errors need no daemon.
+    let (_, err, code) = outcome(&mut offline("qvm-pci", &["--bogus"]));
+    assert_eq!(
+        (last_line(&err), code),
+        ("qvm-pci: error: unrecognized arguments: --bogus", 2)
     );
 }
 
 #[test]
 fn help_and_version_go_to_stdout() {
-    let host = Host::laptop();
-    let (out, err, code) = outcome(&mut host.qvm_pci(&["--help"]));
+    let host = FakeQd::start(laptop());
+    let (out, err, code) = outcome(&mut host.cmd("qvm-pci", &["--help"]));
     assert_eq!((err.as_str(), code), ("", 0));
     assert!(
         out.contains("Examples:") && out.contains("[aliases: ls, l]"),
         "{out}"
     );
-    let (out, _, code) = outcome(&mut host.qvm_pci(&["assign", "--help"]));
+    let (out, _, code) = outcome(&mut host.cmd("qvm-pci", &["assign", "--help"]));
     assert_eq!(code, 0);
     assert!(
         out.contains("--ask-to-attach") && out.contains("--only-port"),
         "{out}"
     );
-    let (out, _, code) = outcome(&mut host.qvm_pci(&["--version"]));
+    let (out, _, code) = outcome(&mut host.cmd("qvm-pci", &["--version"]));
     assert_eq!(code, 0);
     assert!(out.starts_with("qvm-pci (qpci: "), "{out}");
 }

@@ -281,7 +281,8 @@ fn unassign_hint_when_still_attached() {
     r.unwrap();
     assert_eq!(
         out,
-        "Unassigned. To detach you can now restart domain or run: \n \tqvm-pci detach sys-usb dom0:00_14.0\n"
+        "Unassigned. To detach you can now restart domain or run: \n \tqvm-pci detach sys-usb dom0:00_14.0\n\
+         Once detached, the device stays bound to the PCI stub driver; it is not given back to dom0 automatically.\n"
     );
     let (r, out) = run(
         &mut f,

@@ -3,7 +3,11 @@
 
 mod common;
 
-use common::{outcome, real_qvm_pci};
+use common::{offline, outcome};
+
+fn real_qvm_pci(args: &[&str]) -> assert_cmd::Command {
+    offline("qvm-pci", args)
+}
 
 #[test]
 fn man_pages_for_every_subcommand() {

@@ -12,7 +12,41 @@ fn backend_err(prog: &Prog) -> impl Fn(crate::backend::BackendError) -> CliError
     move |e| CliError::from_backend(&prog.main, e)
 }
 
-/// `assign` (§2.8).
+/// qpci's note after assigning to a running qube (DESIGN.md M4).
+pub fn next_start_note(backend: &mut dyn Backend, vm: &str, device: &DeviceRef) -> Option<String> {
+    let state = backend.qube_state(vm).ok().flatten()?;
+    if matches!(state.as_str(), "Halted" | "NA") {
+        return None;
+    }
+    let port = device
+        .port
+        .as_ref()
+        .map_or_else(|| "*".to_owned(), ToString::to_string);
+    Some(format!(
+        "{vm} is running: PCI devices are attached only at start, so {}:{port} will be attached at its next start.\n",
+        device.backend
+    ))
+}
+
+/// Qubes' deny-list warning (§2.8 step 7), if a pattern of `denied` matches
+/// the device's interface.
+pub fn denied_warning(denied: &str, device: Option<&qpci_api::Device>) -> Option<String> {
+    let interface = device?.device_id.to_string();
+    let interface = interface.rsplit(':').next().unwrap_or_default().to_owned();
+    let codes: Vec<char> = interface.chars().collect();
+    let patterns: Vec<char> = denied.chars().collect();
+    let hit = patterns.chunks(7).any(|p| {
+        codes.chunks(7).any(|c| {
+            c.len() == 7 && p.len() == 7 && p.iter().zip(c).all(|(p, c)| *p == '*' || p == c)
+        })
+    });
+    hit.then(|| {
+        "Warning: The assigned device is on the denied list.\n           Auto-attach will work, but make sure that the assignment is correct.\n"
+            .to_owned()
+    })
+}
+
+/// `assign` (§2.8). Returns what to print on stdout (unless `-q`).
 pub fn assign(
     prog: &Prog,
     backend: &mut dyn Backend,
@@ -21,7 +55,7 @@ pub fn assign(
     options: AssignOptions,
     mode: Mode,
     scope: Scope,
-) -> Result<(), CliError> {
+) -> Result<String, CliError> {
     check_vm(prog, backend, vm)?;
     let explicit_id = matches!(&device, Ok(a) if a.devid != crate::flags::DevId::Absent);
     let mut r = resolve_device(prog, backend, device, false)?;
@@ -42,7 +76,11 @@ pub fn assign(
         device: r.to_ref()?,
         options,
     };
-    backend.assign(vm, &request).map_err(backend_err(prog))
+    backend.assign(vm, &request).map_err(backend_err(prog))?;
+    let denied = backend.devices_denied(vm).map_err(backend_err(prog))?;
+    let mut out = denied_warning(&denied, r.device.as_ref()).unwrap_or_default();
+    out.push_str(&next_start_note(backend, vm, &request.device).unwrap_or_default());
+    Ok(out)
 }
 
 /// `attach` (§2.9): refused without `-p`, else `assign --required`.
@@ -53,7 +91,7 @@ pub fn attach(
     device: CheckedDevice,
     options: AssignOptions,
     persistent: bool,
-) -> Result<(), CliError> {
+) -> Result<String, CliError> {
     check_vm(prog, backend, vm)?;
     let r = resolve_device(prog, backend, device, false)?;
     if r.device.is_none() {
@@ -71,29 +109,51 @@ pub fn attach(
         device: r.to_ref()?,
         options,
     };
-    backend.assign(vm, &request).map_err(backend_err(prog))
+    backend.assign(vm, &request).map_err(backend_err(prog))?;
+    Ok(next_start_note(backend, vm, &request.device).unwrap_or_default())
 }
 
-/// `detach` (§2.10).
+/// qpci's note after a detach: the device stays on the stub driver.
+pub fn stays_on_stub(devices: &[DeviceRef]) -> String {
+    devices
+        .iter()
+        .map(|d| {
+            let port = d
+                .port
+                .as_ref()
+                .map_or_else(|| "*".to_owned(), ToString::to_string);
+            format!(
+                "{}:{port} stays bound to the PCI stub driver; it is not given back to dom0 automatically.\n",
+                d.backend
+            )
+        })
+        .collect()
+}
+
+/// `detach` (§2.10). Returns what to print on stdout (unless `-q`).
 pub fn detach(
     prog: &Prog,
     backend: &mut dyn Backend,
     vm: &str,
     device: Option<CheckedDevice>,
-) -> Result<(), CliError> {
+) -> Result<String, CliError> {
     check_vm(prog, backend, vm)?;
     let Some(device) = device else {
+        let mut done = Vec::new();
         for a in backend.attached(vm).map_err(backend_err(prog))? {
             backend.detach(vm, &a.device).map_err(backend_err(prog))?;
+            done.push(a.device);
         }
-        return Ok(());
+        return Ok(stays_on_stub(&done));
     };
     let r = resolve_device(prog, backend, device, false)?;
     if r.port != PortArg::Any {
         if r.device.is_none() {
             return Err(CliError::command(format!("{} not found.", r.text())));
         }
-        return backend.detach(vm, &r.to_ref()?).map_err(backend_err(prog));
+        let target = r.to_ref()?;
+        backend.detach(vm, &target).map_err(backend_err(prog))?;
+        return Ok(stays_on_stub(&[target]));
     }
     let mine: Vec<DeviceRef> = backend
         .attached(vm)
@@ -110,10 +170,10 @@ pub fn detach(
         };
         return Err(CliError::command(format!("{shown} is not attached.")));
     }
-    for d in mine {
-        backend.detach(vm, &d).map_err(backend_err(prog))?;
+    for d in &mine {
+        backend.detach(vm, d).map_err(backend_err(prog))?;
     }
-    Ok(())
+    Ok(stays_on_stub(&mine))
 }
 
 /// `unassign` (§2.10). Returns the hint to print when a device stays
@@ -161,7 +221,7 @@ pub fn unassign(
         return Ok(None);
     }
     Ok(Some(format!(
-        "Unassigned. To detach you can now restart domain or run: \n \t{}\n",
+        "Unassigned. To detach you can now restart domain or run: \n \t{}\nOnce detached, the device stays bound to the PCI stub driver; it is not given back to dom0 automatically.\n",
         still.join("\n\t")
     )))
 }

@@ -5,14 +5,18 @@ use std::path::Path;
 
 use crate::flags::defs::command;
 
-/// Writes `qvm-pci.1`, one page per subcommand (`qvm-pci-list.1`, ...) and
-/// `qvm-device.1` (with its subcommand pages) into `dir`, creating it.
+/// Writes `qvm-pci.1`, one page per subcommand (`qvm-pci-list.1`, ...),
+/// `qvm-device.1` (with its subcommand pages) and the page of every other
+/// tool (`qvm-ls.1`, `qvm-prefs.1`, ...) into `dir`, creating it.
 /// Returns how many pages were written.
 pub fn man_pages(dir: &Path) -> std::io::Result<usize> {
     std::fs::create_dir_all(dir)?;
     let before = count_pages(dir)?;
     for bin in ["qvm-pci", "qvm-device"] {
         clap_mangen::generate_to(command(bin).bin_name(bin), dir)?;
+    }
+    for kind in crate::tools::Kind::ALL {
+        crate::tools::write_man_page(kind, dir)?;
     }
     Ok(count_pages(dir)?.saturating_sub(before).max(1))
 }

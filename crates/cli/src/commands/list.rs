@@ -21,11 +21,11 @@ pub struct Listing {
 
 /// One table row before rendering.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Row {
+pub struct Row {
     /// The Qubes columns, compared as a tuple.
-    qubes: Vec<String>,
+    pub qubes: Vec<String>,
     /// qpci's `--details` columns.
-    details: Vec<String>,
+    pub details: Vec<String>,
 }
 
 fn same_device(r: &DeviceRef, d: &Device) -> bool {
@@ -34,7 +34,8 @@ fn same_device(r: &DeviceRef, d: &Device) -> bool {
         && r.device_id.as_ref() == Some(&d.device_id)
 }
 
-fn details_of(d: Option<&Device>) -> Vec<String> {
+/// qpci's `--details` cells of a device (`-` for none).
+pub fn details_of(d: Option<&Device>) -> Vec<String> {
     let dash = || "-".to_owned();
     match d {
         None => vec![dash(), dash(), dash(), dash()],
@@ -47,7 +48,8 @@ fn details_of(d: Option<&Device>) -> Vec<String> {
     }
 }
 
-fn device_row(d: &Device, used_by: String, args: &ListArgs) -> Row {
+/// The row of a device.
+pub fn device_row(d: &Device, used_by: String, args: &ListArgs) -> Row {
     let mut qubes = vec![d.ident()];
     if args.with_sbdf {
         qubes.push(d.sbdf.to_string());
@@ -91,6 +93,9 @@ pub fn list(
     tty: bool,
 ) -> Result<Listing, CliError> {
     let err = |e| CliError::from_backend(&prog.main, e);
+    if let Some(report) = backend.list_report().map_err(err)? {
+        return super::list_report::list(prog, report, args, tty);
+    }
     let vms = list_vms(prog, backend, &args.vms, args.all, &args.exclude)?;
     let (all_qubes, _) = crate::resolve::known_qubes(prog, backend)?;
     let mut report = InventoryReport::default();
@@ -156,6 +161,14 @@ pub fn list(
             report,
         });
     }
+    Ok(Listing {
+        text: render_rows(rows, args, tty),
+        report,
+    })
+}
+
+/// The table text: the header on a terminal, then the sorted rows.
+pub fn render_rows(rows: Vec<Row>, args: &ListArgs, tty: bool) -> String {
     let mut cells: Vec<Vec<String>> = Vec::new();
     if tty {
         let mut header = vec!["BACKEND:DEVID".to_owned()];
@@ -175,10 +188,7 @@ pub fn list(
         }
         cells.push(line);
     }
-    Ok(Listing {
-        text: table::render(&cells),
-        report,
-    })
+    table::render(&cells)
 }
 
 /// One row per distinct (backend, port, device id) assigned to any qube.

@@ -4,6 +4,7 @@ pub mod change;
 pub mod generate;
 pub mod info;
 pub mod list;
+pub mod list_report;
 
 use std::io::Write;
 
@@ -34,6 +35,20 @@ pub fn emit(prog: &Prog, io: &mut Io<'_>, text: &str) -> Result<(), CliError> {
     {
         Ok(()) => Ok(()),
         Err(e) => CliError::from_output(&prog.main, e).map_or(Ok(()), Err),
+    }
+}
+
+/// Writes `text` to stdout unless `-q` was given or it is empty.
+fn emit_unless_quiet(
+    prog: &Prog,
+    io: &mut Io<'_>,
+    quiet: bool,
+    text: &str,
+) -> Result<(), CliError> {
+    if quiet || text.is_empty() {
+        Ok(())
+    } else {
+        emit(prog, io, text)
     }
 }
 
@@ -104,15 +119,24 @@ pub fn execute(low: LowArgs, backend: &mut dyn Backend, io: &mut Io<'_>) -> Resu
             device,
             options,
             persistent,
-        } => change::attach(prog, backend, &vm, device, options, persistent),
-        Cmd::Detach { vm, device } => change::detach(prog, backend, &vm, device),
+        } => {
+            let note = change::attach(prog, backend, &vm, device, options, persistent)?;
+            emit_unless_quiet(prog, io, quiet, &note)
+        }
+        Cmd::Detach { vm, device } => {
+            let note = change::detach(prog, backend, &vm, device)?;
+            emit_unless_quiet(prog, io, quiet, &note)
+        }
         Cmd::Assign {
             vm,
             device,
             options,
             mode,
             scope,
-        } => change::assign(prog, backend, &vm, device, options, mode, scope),
+        } => {
+            let note = change::assign(prog, backend, &vm, device, options, mode, scope)?;
+            emit_unless_quiet(prog, io, quiet, &note)
+        }
         Cmd::Unassign { vm, device, scope } => {
             match change::unassign(prog, backend, &vm, device, scope)? {
                 Some(hint) if !quiet => emit(prog, io, &hint),

@@ -56,10 +56,11 @@ pub fn choices() -> String {
 
 const EXAMPLES: &str = "\
 Examples:
-  qvm-pci                                  list every PCI device of this machine
+  qvm-pci                                  list every PCI device and the qubes using it
   qvm-pci list --with-sbdf                 ... with the bus address of each
   qvm-pci list --details                   ... with driver, IOMMU group, reset and why dom0 keeps it
-  qvm-pci list --json                      the whole inventory as one JSON document
+  qvm-pci list -s                          ... with assignment rows (*qube (required))
+  qvm-pci list --json                      the whole listing as one JSON document
   qvm-pci info dom0:00_14.0 --details      everything known about one device
   qvm-pci assign --required sys-usb dom0:00_14.0
   qvm-pci attach --persistent -o no-strict-reset=true sys-net dom0:00_1c.0-00_00.0
@@ -67,8 +68,11 @@ Examples:
 Device arguments are BACKEND:PORT[:DEVICE_ID], e.g. dom0:00_14.0 or
 dom0:00_14.0:0x8086:0xa0ed::p0c0330; PORT is the PCI path shown by `list`.
 Known -o options: no-strict-reset, permissive (true/false, yes/no, 1/0, on/off).
-Assignments need qpcid, the qpci daemon; until it exists this tool lists and
-describes devices only, reading /sys directly.";
+PCI devices attach only when a qube starts: an assignment to a running qube
+takes effect at its next start. A detached device stays on the stub driver;
+it is never given back to dom0 automatically.
+The tool talks to qpcid (QPCI_SOCKET, /run/qubesd.sock, or the per-user
+socket, starting a per-user qpcid if none answers).";
 
 fn main_usage(bin: &str) -> String {
     let pad = " ".repeat(bin.len() + 7);
@@ -311,8 +315,8 @@ pub fn command(bin: &str) -> Command {
                 .value_name("DIR")
                 .value_parser(value_parser!(PathBuf))
                 .global(true)
-                .help_heading("Before the daemon")
-                .help("read devices from DIR/sys instead of /sys (read-only)"),
+                .hide(true)
+                .help("no longer supported: the daemon reads the host"),
         )
         .arg(
             Arg::new("pci-ids")
@@ -320,8 +324,8 @@ pub fn command(bin: &str) -> Command {
                 .value_name("FILE")
                 .value_parser(value_parser!(PathBuf))
                 .global(true)
-                .help_heading("Before the daemon")
-                .help("take vendor, device and class names from FILE"),
+                .hide(true)
+                .help("no longer supported: the daemon reads pci.ids"),
         )
         .subcommands([list(), attach(), detach(), assign(), unassign(), info()])
         .subcommands(generators())

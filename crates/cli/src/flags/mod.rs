@@ -57,10 +57,6 @@ pub struct Common {
     pub verbose: u8,
     /// `-q` count.
     pub quiet: u8,
-    /// `--sysfs-root DIR`: read the host under DIR instead of `/`.
-    pub sysfs_root: Option<PathBuf>,
-    /// `--pci-ids FILE`.
-    pub pci_ids: Option<PathBuf>,
 }
 
 /// The validated command line.
@@ -320,11 +316,25 @@ pub fn parse(tool: Tool, argv: &[OsString]) -> Result<Parsed, CliError> {
     if matches.get_flag("version") {
         return Ok(Parsed::Print(version_text(&prog.main)));
     }
+    for (id, what) in [
+        ("sysfs-root", "--sysfs-root DIR"),
+        ("pci-ids", "--pci-ids FILE"),
+    ] {
+        if matches.get_one::<PathBuf>(id).is_some() {
+            let noun = if id == "pci-ids" {
+                "pci.ids"
+            } else {
+                "the host"
+            };
+            return Err(errors::usage_main(
+                &prog.main,
+                format!("{bin} no longer reads {noun}; start qpcid with {what}"),
+            ));
+        }
+    }
     let common = Common {
         verbose: matches.get_count("verbose"),
         quiet: matches.get_count("quiet"),
-        sysfs_root: matches.get_one::<PathBuf>("sysfs-root").cloned(),
-        pci_ids: matches.get_one::<PathBuf>("pci-ids").cloned(),
     };
     let command = match matches.subcommand() {
         None => Cmd::List(ListArgs::default()),

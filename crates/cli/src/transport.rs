@@ -1,0 +1,212 @@
+//! The one seam between the tools and the daemon: [`Transport`], one Admin
+//! API call. The real one ([`Connection`]) finds qpcid on first use
+//! (`crate::discover`), so `--help` and usage errors never start a daemon;
+//! tests inject a recording fake.
+
+use std::cell::OnceCell;
+use std::path::PathBuf;
+
+use qpci_api::{CallError, Client, ExceptionReply, ReplyError};
+
+use crate::discover::{self, DiscoverError, Env};
+
+/// Why a call failed, in the terms the tools print.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    /// No daemon could be reached (`Failed to connect to qubesd service: ...`).
+    #[error("Failed to connect to qubesd service: {0}")]
+    Connect(String),
+    /// The server closed the connection without a reply.
+    #[error("Got empty response from qubesd. See journalctl in dom0 for details.")]
+    Empty,
+    /// The server answered with an exception.
+    #[error("{}", exception_text(.0))]
+    Exception(ExceptionReply),
+    /// The reply could not be read (bad frame, malformed list line, JSON).
+    #[error("{0}")]
+    Malformed(String),
+}
+
+impl ApiError {
+    /// The exception class, if the server sent one.
+    pub fn class(&self) -> Option<&str> {
+        match self {
+            ApiError::Exception(e) => Some(&e.class),
+            _ => None,
+        }
+    }
+
+    /// `true` for an exception of class `class`.
+    pub fn is(&self, class: &str) -> bool {
+        self.class() == Some(class)
+    }
+
+    /// `true` when the server does not know the method (an older qpcid, or
+    /// Qubes' own qubesd for a `qpci.*` method).
+    pub fn is_no_such_method(&self) -> bool {
+        matches!(self, ApiError::Exception(e)
+            if e.class == "ProtocolError" && e.message.starts_with("no such method"))
+    }
+}
+
+/// The device errors the Python client derives from `KeyError`, whose
+/// `str()` adds one more level of quoting (spec/admin-api.md §1.5).
+const KEY_ERRORS: [&str; 4] = [
+    "DeviceNotAssigned",
+    "DeviceAlreadyAssigned",
+    "DeviceAlreadyAttached",
+    "DeviceNotFound",
+];
+
+/// Python's `repr` of a string: single quotes, or double quotes when the
+/// text holds a `'` and no `"`.
+pub fn py_repr(text: &str) -> String {
+    let quote = if text.contains('\'') && !text.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push(quote);
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push(quote);
+    out
+}
+
+/// `str()` of the client exception built from an error frame.
+pub fn exception_text(e: &ExceptionReply) -> String {
+    if KEY_ERRORS.contains(&e.class.as_str()) {
+        py_repr(&e.message)
+    } else {
+        e.message.clone()
+    }
+}
+
+impl From<CallError> for ApiError {
+    fn from(e: CallError) -> Self {
+        match e {
+            CallError::Connect { source, .. } => ApiError::Connect(discover::os_reason(&source)),
+            CallError::Reply(ReplyError::Empty) => ApiError::Empty,
+            CallError::Exception(x) => ApiError::Exception(x),
+            other => ApiError::Malformed(crate::error::chain(&other)),
+        }
+    }
+}
+
+impl From<DiscoverError> for ApiError {
+    fn from(e: DiscoverError) -> Self {
+        ApiError::Connect(e.to_string())
+    }
+}
+
+/// One Admin API call: `method+arg` to `dest` with `payload`, returning the
+/// data of a success reply.
+pub trait Transport {
+    /// Sends one request and waits for its reply.
+    fn call(
+        &self,
+        method: &str,
+        arg: &str,
+        dest: &str,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, ApiError>;
+}
+
+impl Transport for Client {
+    fn call(
+        &self,
+        method: &str,
+        arg: &str,
+        dest: &str,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, ApiError> {
+        Client::call(self, method, arg, dest, payload).map_err(ApiError::from)
+    }
+}
+
+/// The real transport: discovers (and if needed starts) qpcid on the first
+/// call, then talks to that socket for the rest of the run.
+#[derive(Debug)]
+pub struct Connection {
+    env: Env,
+    client: OnceCell<Result<Client, ApiError>>,
+}
+
+impl Connection {
+    /// A connection that discovers the daemon from `env` when first used.
+    pub fn new(env: Env) -> Self {
+        Self {
+            env,
+            client: OnceCell::new(),
+        }
+    }
+
+    /// A connection to a known socket (no discovery, no auto-start).
+    pub fn to_socket(path: impl Into<PathBuf>) -> Self {
+        let cell = OnceCell::new();
+        let _ = cell.set(Ok(Client::new(path.into())));
+        Self {
+            env: Env::default(),
+            client: cell,
+        }
+    }
+
+    fn client(&self) -> Result<&Client, ApiError> {
+        self.client
+            .get_or_init(|| {
+                discover::discover(&self.env)
+                    .map(Client::new)
+                    .map_err(ApiError::from)
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
+impl Transport for Connection {
+    fn call(
+        &self,
+        method: &str,
+        arg: &str,
+        dest: &str,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, ApiError> {
+        Transport::call(self.client()?, method, arg, dest, payload)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_errors_are_quoted_again() {
+        let e = ApiError::Exception(ExceptionReply {
+            class: "DeviceNotAssigned".into(),
+            message: "'pci device dom0:00_14.0:0x8086:0xa0ed::p0c0330 not assigned to work'".into(),
+        });
+        assert_eq!(
+            e.to_string(),
+            "\"'pci device dom0:00_14.0:0x8086:0xa0ed::p0c0330 not assigned to work'\""
+        );
+        let plain = ApiError::Exception(ExceptionReply {
+            class: "QubesValueError".into(),
+            message: "it's bad".into(),
+        });
+        assert_eq!(plain.to_string(), "it's bad");
+        assert_eq!(py_repr("a'b\"c"), "'a\\'b\"c'");
+    }
+}
