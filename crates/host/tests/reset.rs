@@ -188,3 +188,26 @@ fn unknown_reset_words_are_skipped_with_a_warning() {
     assert_eq!(d.reset.methods, vec![ResetMethod::Flr, ResetMethod::CxlBus]);
     assert!(d.warnings.iter().any(|w| w.contains("warp_drive")));
 }
+
+#[test]
+fn kernel_release_decides_whether_reset_method_is_authoritative() {
+    for (release, modern) in [
+        ("5.14.21", false),
+        ("5.15.0", true),
+        ("6.1.0-18-amd64", true),
+        ("4.19", false),
+        ("garbage", false),
+    ] {
+        let mut t = PciTopology::new();
+        t.kernel_release(release);
+        let tree = t.build();
+        assert_eq!(
+            qpci_host::scan::kernel_lists_resets(&HostRoot::new(tree.root())),
+            modern,
+            "{release}"
+        );
+    }
+    assert!(!qpci_host::scan::kernel_lists_resets(&HostRoot::new(
+        PciTopology::new().build().root()
+    )));
+}

@@ -20,10 +20,10 @@ const CONFIG_HEADER: usize = 64;
 #[derive(Debug)]
 pub(crate) struct RawDevice {
     pub(crate) dev: PciDevice,
-    /// The root bus the canonical link goes through, `(domain, bus)`.
+    /// The root bus the function sits below, `(domain, bus)`.
     pub(crate) root_bus: Option<(u32, u8)>,
     /// Functions from the root bus down to this one (this one last); empty
-    /// when the link could not be followed.
+    /// when its place in the tree is unknown.
     pub(crate) chain: Vec<PciAddress>,
     /// `reset_method` words, `None` when the file is absent.
     pub(crate) reset_method: Option<Vec<ResetMethod>>,
@@ -74,7 +74,7 @@ pub(crate) fn read_device(
         }
     };
     let dir = DevDir::open(&dir);
-    read_at(&dir, dev, raw, kernel_lists_resets)
+    Some(read_at(&dir, dev, raw, kernel_lists_resets))
 }
 
 /// Reads the attributes of the function whose directory is `dir` into
@@ -84,7 +84,7 @@ pub(crate) fn read_at(
     mut dev: PciDevice,
     mut raw: RawDevice,
     kernel_lists_resets: bool,
-) -> Option<RawDevice> {
+) -> RawDevice {
     let has = |n: &str| dir.has(n);
 
     dev.vendor_id = hex_file::<u16>(dir, "vendor", 0xffff, &mut dev.warnings);
@@ -201,7 +201,7 @@ pub(crate) fn read_at(
         dev.sriov.numvfs = optional_text(dir, "sriov_numvfs", true).and_then(|n| n.parse().ok());
     }
     raw.dev = dev;
-    Some(raw)
+    raw
 }
 
 /// Where the link at `link` leads, relative to the root, resolved

@@ -119,7 +119,7 @@ fn visit(
             address,
             ..PciDevice::default()
         };
-        out.raws.extend(read_at(&dir, dev, raw, modern));
+        out.raws.push(read_at(&dir, dev, raw, modern));
     }
     for c in dir.children() {
         visit(&dir, c, rb, &below, wanted, modern, out, depth + 1);
