@@ -8,8 +8,10 @@ use methods_common::Fixture;
 use qpci_api::InventoryReport;
 use qpci_api::ext::{ListReport, StartPlanReport};
 
+#[allow(clippy::expect_used)]
 fn list(fx: &mut Fixture) -> ListReport {
-    serde_json::from_slice(&fx.ok(b"qpci.List+ dom0 name dom0\0")).unwrap()
+    serde_json::from_slice(&fx.ok(b"qpci.List+ dom0 name dom0\0"))
+        .expect("qpci.List is a ListReport")
 }
 
 #[test]
