@@ -32,6 +32,13 @@ pub const EXPECTED: &[&str] = &[
     "scan.iommu",
     "scan.reset",
     "modalias.resolve",
+    "engine.virtio",
+    "engine.nvme",
+    "engine.idempotent",
+    "engine.strict_reset",
+    "engine.group",
+    "engine.rollback",
+    "engine.timing",
     "shell.bind",
 ];
 

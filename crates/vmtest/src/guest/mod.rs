@@ -1,5 +1,7 @@
 //! The checks that run inside the guest, against its real sysfs.
 
+mod engine;
+mod giveback;
 mod modalias;
 mod scan_checks;
 mod shell;
@@ -9,7 +11,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use qpci_host::{HostRoot, Inventory, PciDevice, ScanOptions, scan};
-use qpci_vmtest::report::{ResultLine, Status, Summary, TIMING};
+use qpci_vmtest::report::{MOVE, ResultLine, Status, Summary, TIMING};
 
 /// The emulated devices `tests/vm/run` gives the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,11 +22,19 @@ pub enum Victim {
     VirtioNet,
     /// `nvme` behind a root port: built-in driver, FLR.
     Nvme,
+    /// Function 0 of a two-function `virtio-rng-pci` device behind a root
+    /// port: both functions share one IOMMU group (no ACS).
+    RngPair,
 }
 
 impl Victim {
     /// All victims.
-    pub const ALL: [Victim; 3] = [Victim::Vmxnet3, Victim::VirtioNet, Victim::Nvme];
+    pub const ALL: [Victim; 4] = [
+        Victim::Vmxnet3,
+        Victim::VirtioNet,
+        Victim::Nvme,
+        Victim::RngPair,
+    ];
 
     /// Short name for result lines.
     pub fn name(self) -> &'static str {
@@ -32,6 +42,7 @@ impl Victim {
             Victim::Vmxnet3 => "vmxnet3",
             Victim::VirtioNet => "virtio-net",
             Victim::Nvme => "nvme",
+            Victim::RngPair => "virtio-rng",
         }
     }
 
@@ -42,6 +53,7 @@ impl Victim {
             // transitional (0x1000) or modern-only (0x1041) virtio-net
             (Victim::VirtioNet, Some(0x1af4), Some(0x1000 | 0x1041)) => true,
             (Victim::Nvme, Some(0x1b36), Some(0x0010)) => true,
+            (Victim::RngPair, Some(0x1af4), Some(0x1005 | 0x1044)) => true,
             _ => false,
         }
     }
@@ -50,7 +62,7 @@ impl Victim {
     pub fn driver(self) -> &'static str {
         match self {
             Victim::Vmxnet3 => "vmxnet3",
-            Victim::VirtioNet => "virtio-pci",
+            Victim::VirtioNet | Victim::RngPair => "virtio-pci",
             Victim::Nvme => "nvme",
         }
     }
@@ -59,7 +71,7 @@ impl Victim {
     pub fn module(self) -> &'static str {
         match self {
             Victim::Vmxnet3 => "vmxnet3",
-            Victim::VirtioNet => "virtio_pci",
+            Victim::VirtioNet | Victim::RngPair => "virtio_pci",
             Victim::Nvme => "nvme",
         }
     }
@@ -110,6 +122,11 @@ impl Suite {
         scan(&self.root, &ScanOptions::default())
     }
 
+    /// Prints a driver-move line.
+    pub fn moved(&self, dev: &str, what: &str, steps: &[String]) {
+        println!("{MOVE}dev={dev} ({what}) {}", steps.join(" -> "));
+    }
+
     /// Prints a timing line.
     pub fn timing(&self, what: &str, text: &str) {
         println!("{TIMING}{what}: {text}");
@@ -137,6 +154,7 @@ pub fn run() -> ExitCode {
     }
     scan_checks::run(&mut suite);
     modalias::run(&mut suite);
+    engine::run(&mut suite);
     shell::run(&mut suite);
     println!(
         "{}",

@@ -170,6 +170,16 @@ pub fn run(suite: &mut Suite) {
                 ));
             }
         }
+        let rng = Victim::RngPair
+            .find(&inv)
+            .context("virtio-rng pair not found")?;
+        ensure!(
+            rng.iommu_group_peers.len() == 1
+                && rng.iommu_group_peers.iter().all(|p| p.same_slot(&rng.address)),
+            "the two-function virtio-rng {} should share its group with its sibling only, peers {:?}",
+            rng.address,
+            rng.iommu_group_peers
+        );
         ensure!(
             std::path::Path::new("/dev/vfio/vfio").exists(),
             "/dev/vfio/vfio missing: vfio not loaded"
