@@ -135,3 +135,52 @@ fn s1_3_percent_is_doubled() {
         b"2\0QubesNoSuchPropertyError\0\0Invalid property '100%%' of work\0",
     );
 }
+
+#[test]
+fn hostile_requests_get_clean_errors_and_change_nothing() {
+    let mut fx = Fixture::new();
+    let before = fx.snapshot();
+    let long_id = "0x8086+".repeat(1500);
+    let hostile: Vec<Vec<u8>> = vec![
+        b"admin.vm.Create.AppVM+ dom0 name dom0\0name=a\x00b label=red".to_vec(),
+        b"admin.vm.Create.AppVM+ dom0 name dom0\0name=\x01 label=red".to_vec(),
+        b"admin.vm.device.denied.Add+ dom0 name work\0p0c03\x00\x01".to_vec(),
+        b"admin.vm.device.denied.Add+ dom0 name work\0\xff\xfe".to_vec(),
+        b"admin.vm.device.pci.Assign+dom0+../../etc+_ dom0 name work\0mode='required'".to_vec(),
+        b"admin.vm.device.pci.Assign+dom0+00_14.0+_ dom0 name work\0mode='required\x00' _x='\x01'"
+            .to_vec(),
+        b"admin.vm.device.pci.Assign+dom0+00_14.0+_ dom0 name work\0mode='required' frontend_domain='../x'"
+            .to_vec(),
+        format!("admin.vm.device.pci.Assign+dom0+00_14.0+{long_id} dom0 name work\0mode='required'")
+            .into_bytes(),
+        format!("admin.vm.device.pci.Unassign+dom0+00_14.0+{long_id} dom0 name work\0").into_bytes(),
+        b"admin.vm.device.pci.Unassign+dom0+\x01\x02+_ dom0 name work\0".to_vec(),
+        b"admin.vm.device.pci.Detach+../..+00_14.0 dom0 name work\0".to_vec(),
+        b"admin.vm.device.pci.Assigned+dom0 dom0 name work\0".to_vec(),
+        b"admin.vm.device.pci.Set.assignment+dom0+00_14.0+_ dom0 name work\0required\x00".to_vec(),
+        b"admin.vm.property.Set+kernelopts dom0 name work\0a\x00b".to_vec(),
+        b"admin.vm.property.Set+memory dom0 name work\0\xff".to_vec(),
+        b"admin.vm.feature.Set+x dom0 name work\0\x00".to_vec(),
+        b"admin.vm.tag.Set+a\x01b dom0 name work\0".to_vec(),
+        b"admin.label.Get+\x7f dom0 name dom0\0".to_vec(),
+        b"admin.vm.Shutdown+force+force+force dom0 name work\0".to_vec(),
+    ];
+    for request in &hostile {
+        let reply = fx.call(request);
+        assert!(
+            reply.starts_with(b"2\0"),
+            "{:?} -> {:?}",
+            String::from_utf8_lossy(request),
+            String::from_utf8_lossy(&reply)
+        );
+        let nuls = reply.iter().filter(|b| **b == 0).count();
+        assert_eq!(
+            nuls,
+            4,
+            "one clean exception frame: {:?}",
+            String::from_utf8_lossy(&reply)
+        );
+        assert!(reply.len() < 40_000, "bounded message");
+    }
+    assert_eq!(fx.snapshot(), before);
+}

@@ -162,7 +162,8 @@ fn payload_codes(untrusted: &[u8]) -> Result<Vec<String>, Exc> {
         return Err(Exc::new(
             "QubesValueError",
             format!(
-                "Invalid length of interfaces='{text}' (is {}, expected multiple of 7)",
+                "Invalid length of interfaces={} (is {}, expected multiple of 7)",
+                qpci_core::registry::py_repr(text),
                 text.len()
             ),
         ));
