@@ -333,7 +333,7 @@ async fn serve(
     })?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_tx = Arc::new(stop_tx);
-    spawn_signal_watch(Arc::clone(&stop_tx));
+    spawn_signal_watch(Arc::clone(&stop_tx))?;
     if let Some(idle) = idle_exit {
         spawn_idle_watch(Arc::clone(&shared), idle, Arc::clone(&stop_tx));
     }
@@ -373,16 +373,20 @@ async fn serve(
     Ok(())
 }
 
-fn spawn_signal_watch(stop: Arc<watch::Sender<bool>>) {
+/// Installs the SIGTERM/SIGINT handlers now (before READY=1, so an early
+/// signal is never fatal) and stops the server when one arrives.
+fn spawn_signal_watch(stop: Arc<watch::Sender<bool>>) -> Result<(), ServerError> {
     use tokio::signal::unix::{SignalKind, signal};
+    let install = |kind| {
+        signal(kind).map_err(|source| ServerError::Io {
+            op: "install a handler for",
+            path: PathBuf::from("SIGTERM/SIGINT"),
+            source,
+        })
+    };
+    let mut term = install(SignalKind::terminate())?;
+    let mut int = install(SignalKind::interrupt())?;
     tokio::spawn(async move {
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            tracing::error!("cannot install the SIGTERM/SIGINT handlers");
-            return;
-        };
         let name = tokio::select! {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
@@ -390,6 +394,7 @@ fn spawn_signal_watch(stop: Arc<watch::Sender<bool>>) {
         tracing::info!("{name}: stopping");
         stop.send_replace(true);
     });
+    Ok(())
 }
 
 fn spawn_idle_watch(shared: Arc<Shared>, idle: Duration, stop: Arc<watch::Sender<bool>>) {
