@@ -2,7 +2,13 @@
 //! (the spec's two devices behind a Xen dom0), a registry loaded from a
 //! `qubes.xml` with fixed uuids, the sim backend in a temp dir, and raw
 //! request bytes in, raw reply bytes out.
-#![allow(dead_code, missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    dead_code,
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
