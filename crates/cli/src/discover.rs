@@ -146,7 +146,22 @@ pub fn user_socket(env: &Env) -> PathBuf {
     runtime_dir(env).join("qubesd.sock")
 }
 
-/// Finds the socket to talk to, starting a per-user daemon if needed.
+/// The sockets to try in order, and whether an absent daemon may be
+/// started for the last one: `QPCI_SOCKET` alone (never started), else the
+/// system socket and the per-user socket.
+pub fn candidates(env: &Env) -> (Vec<PathBuf>, bool) {
+    match &env.qpci_socket {
+        Some(path) => (vec![path.clone()], false),
+        None => (
+            vec![env.system_socket.clone(), user_socket(env)],
+            env.auto_start,
+        ),
+    }
+}
+
+/// Finds the socket to talk to by probing (a connection that sends
+/// nothing), starting a per-user daemon if needed. The tools themselves use
+/// [`crate::transport::Connection`], whose first real request is the probe.
 pub fn discover(env: &Env) -> Result<PathBuf, DiscoverError> {
     if let Some(path) = &env.qpci_socket {
         return match UnixStream::connect(path) {
@@ -237,7 +252,34 @@ pub fn daemon_args() -> [&'static str; 4] {
     ["--backend", "sim", "--idle-exit", "600"]
 }
 
-fn auto_start(env: &Env, socket: &Path) -> Result<PathBuf, DiscoverError> {
+/// A daemon this tool started: what to wait for and where it logs.
+#[derive(Debug)]
+pub struct Started {
+    /// The program started.
+    pub program: PathBuf,
+    /// The socket it will serve.
+    pub socket: PathBuf,
+    /// Its log.
+    pub log: PathBuf,
+    /// The helper process (it becomes the daemon, or exits if it lost a
+    /// race); reaped by init once this tool exits.
+    pub child: std::process::Child,
+}
+
+impl Started {
+    /// The error when nothing answered in time.
+    pub fn timeout(&self) -> DiscoverError {
+        DiscoverError::Timeout {
+            program: self.program.clone(),
+            socket: self.socket.clone(),
+            log: self.log.clone(),
+        }
+    }
+}
+
+/// Starts a per-user qpcid for `socket`, detached, logging to `qpcid.log`
+/// in the runtime directory. Does not wait for it.
+pub fn spawn_daemon(env: &Env, socket: &Path) -> Result<Started, DiscoverError> {
     let dir = runtime_dir(env);
     let program = find_daemon(env).ok_or_else(|| DiscoverError::NoDaemonBinary {
         socket: socket.to_owned(),
@@ -267,7 +309,7 @@ fn auto_start(env: &Env, socket: &Path) -> Result<PathBuf, DiscoverError> {
             program: program.clone(),
             reason: "this program's own path is unknown".to_owned(),
         })?;
-    let mut child = Command::new(helper)
+    let child = Command::new(helper)
         .arg(DETACH_FLAG)
         .arg(&program)
         .args(daemon_args())
@@ -276,27 +318,51 @@ fn auto_start(env: &Env, socket: &Path) -> Result<PathBuf, DiscoverError> {
         .stderr(log_err)
         .spawn()
         .map_err(spawn_err)?;
+    Ok(Started {
+        program,
+        socket: socket.to_owned(),
+        log,
+        child,
+    })
+}
+
+/// Waits until `attempt` stops failing to connect (it is retried only on
+/// connection errors, so nothing was sent), or [`START_TIMEOUT`] passes.
+pub fn wait_for<T, E>(
+    started: &mut Started,
+    mut attempt: impl FnMut() -> Result<T, E>,
+    is_connect_error: impl Fn(&E) -> bool,
+) -> Result<Result<T, E>, DiscoverError> {
     let deadline = Instant::now() + START_TIMEOUT;
     let mut pause = Duration::from_millis(2);
     loop {
-        if answers(socket) {
-            // The helper became the daemon; it is reaped by init once this
-            // tool exits. A helper that already exited (the daemon lost a
-            // race) is reaped here.
-            let _ = child.try_wait();
-            return Ok(socket.to_owned());
+        match attempt() {
+            Err(e) if is_connect_error(&e) => {}
+            done => {
+                let _ = started.child.try_wait();
+                return Ok(done);
+            }
         }
         if Instant::now() >= deadline {
-            let _ = child.try_wait();
-            return Err(DiscoverError::Timeout {
-                program,
-                socket: socket.to_owned(),
-                log,
-            });
+            let _ = started.child.try_wait();
+            return Err(started.timeout());
         }
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(50));
     }
+}
+
+fn auto_start(env: &Env, socket: &Path) -> Result<PathBuf, DiscoverError> {
+    let mut started = spawn_daemon(env, socket)?;
+    let answered = wait_for(
+        &mut started,
+        || {
+            if answers(socket) { Ok(()) } else { Err(()) }
+        },
+        |()| true,
+    )?;
+    answered.map_err(|()| started.timeout())?;
+    Ok(socket.to_owned())
 }
 
 /// The detach helper: `argv` after [`DETACH_FLAG`] is the program and its

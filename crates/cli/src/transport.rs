@@ -137,12 +137,18 @@ impl Transport for Client {
     }
 }
 
-/// The real transport: discovers (and if needed starts) qpcid on the first
-/// call, then talks to that socket for the rest of the run.
+/// The real transport: on the first call it tries the sockets of
+/// [`discover::candidates`] in order with that very request (so no probe
+/// connection is made), starts a per-user qpcid if none answers, and then
+/// talks to the socket that answered for the rest of the run.
 #[derive(Debug)]
 pub struct Connection {
     env: Env,
-    client: OnceCell<Result<Client, ApiError>>,
+    client: OnceCell<Client>,
+}
+
+fn is_connect(e: &CallError) -> bool {
+    matches!(e, CallError::Connect { .. })
 }
 
 impl Connection {
@@ -157,22 +163,53 @@ impl Connection {
     /// A connection to a known socket (no discovery, no auto-start).
     pub fn to_socket(path: impl Into<PathBuf>) -> Self {
         let cell = OnceCell::new();
-        let _ = cell.set(Ok(Client::new(path.into())));
+        let _ = cell.set(Client::new(path.into()));
         Self {
             env: Env::default(),
             client: cell,
         }
     }
 
-    fn client(&self) -> Result<&Client, ApiError> {
-        self.client
-            .get_or_init(|| {
-                discover::discover(&self.env)
-                    .map(Client::new)
-                    .map_err(ApiError::from)
-            })
-            .as_ref()
-            .map_err(Clone::clone)
+    fn first_call(
+        &self,
+        method: &str,
+        arg: &str,
+        dest: &str,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, ApiError> {
+        let (sockets, may_start) = discover::candidates(&self.env);
+        let mut last: Option<CallError> = None;
+        for socket in &sockets {
+            let client = Client::new(socket.clone());
+            match client.call(method, arg, dest, payload) {
+                Err(e) if is_connect(&e) => last = Some(e),
+                done => {
+                    let _ = self.client.set(client);
+                    return done.map_err(ApiError::from);
+                }
+            }
+        }
+        let Some(user_socket) = sockets.last().filter(|_| may_start) else {
+            return Err(match (&self.env.qpci_socket, last) {
+                (Some(path), Some(CallError::Connect { source, .. })) => {
+                    ApiError::from(DiscoverError::Explicit {
+                        path: path.clone(),
+                        reason: discover::os_reason(&source),
+                    })
+                }
+                (_, Some(e)) => ApiError::from(e),
+                (_, None) => ApiError::Connect("no socket to try".to_owned()),
+            });
+        };
+        let mut started = discover::spawn_daemon(&self.env, user_socket)?;
+        let client = Client::new(user_socket.clone());
+        let done = discover::wait_for(
+            &mut started,
+            || client.call(method, arg, dest, payload),
+            is_connect,
+        )?;
+        let _ = self.client.set(client);
+        done.map_err(ApiError::from)
     }
 }
 
@@ -184,7 +221,10 @@ impl Transport for Connection {
         dest: &str,
         payload: &[u8],
     ) -> Result<Vec<u8>, ApiError> {
-        Transport::call(self.client()?, method, arg, dest, payload)
+        match self.client.get() {
+            Some(client) => Transport::call(client, method, arg, dest, payload),
+            None => self.first_call(method, arg, dest, payload),
+        }
     }
 }
 
