@@ -443,8 +443,10 @@ impl<'a> Engine<'a> {
 
     /// Puts one device back as `snap` says: unbind what holds it now,
     /// restore the override, drop a slot we added, bind the original
-    /// driver (fallback `drivers_probe`) and check it.
-    pub(crate) fn restore(&self, snap: &Snapshot) -> Result<(), Vec<StubError>> {
+    /// driver (fallback `drivers_probe`) and check it. Public so a daemon
+    /// can undo a transaction interrupted by a crash from a persisted
+    /// [`Snapshot`].
+    pub fn restore(&self, snap: &Snapshot) -> Result<(), Vec<StubError>> {
         let a = snap.address;
         let mut errors = Vec::new();
         let now = current_driver(&self.root, &a);

@@ -29,7 +29,10 @@ pub mod sysfs_io;
 pub mod tree;
 
 pub use emulate::EmulatedKernel;
-pub use engine::{BindDevice, BindPlan, BindReport, Engine, EngineOptions, Guards, Prepared, Stub};
+pub use engine::{
+    BindDevice, BindPlan, BindReport, Engine, EngineOptions, Guards, Prepared, PreparedDevice,
+    Snapshot, Step, Stub, is_stub_driver,
+};
 pub use error::{BindFailure, StubError};
 pub use giveback::{GiveBackReport, GiveBackRequest};
 pub use runner::{CommandRunner, FakeModprobe, ModprobeRunner, RunnerError};
