@@ -250,7 +250,9 @@ impl Owner {
 
     fn run_batch(&mut self) {
         let jobs = std::mem::take(&mut self.queue);
+        let started = std::time::Instant::now();
         let mut next = self.committed.clone();
+        let clone_ms = started.elapsed().as_secs_f64() * 1e3;
         let mut waiters: Vec<Waiter> = Vec::new();
         let mut changes = 0usize;
         let mut poisoned = false;
@@ -302,6 +304,13 @@ impl Owner {
             return;
         }
         let clients = waiters.len();
+        tracing::debug!(
+            clone_ms,
+            apply_ms = started.elapsed().as_secs_f64() * 1e3,
+            changes,
+            clients,
+            "batch applied"
+        );
         match self.saver.submit(SaveRequest {
             registry: next,
             changes,
