@@ -190,7 +190,9 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         .thread_name("qpcid-io")
         .build()
         .map_err(io_err("start the runtime for", &layout.socket))?;
+    let (stop_tx, stop_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
+        stop: stop_tx,
         owner: owner.sender(),
         policy,
         timeout: config.request_timeout,
@@ -205,7 +207,12 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         system = layout.system,
         "qpcid ready"
     );
-    let served = runtime.block_on(serve(listener, Arc::clone(&shared), config.idle_exit));
+    let served = runtime.block_on(serve(
+        listener,
+        Arc::clone(&shared),
+        stop_rx,
+        config.idle_exit,
+    ));
     notify("STOPPING=1");
     // Remove the socket while the lock is still held, so a daemon starting
     // now never loses its fresh socket to our cleanup.
@@ -294,6 +301,8 @@ pub fn notify(state: &str) {
 
 /// State shared by the connection tasks.
 struct Shared {
+    /// Set to stop the server (signal, idle exit, a dead state owner).
+    stop: watch::Sender<bool>,
     owner: mpsc::UnboundedSender<Msg>,
     policy: Policy,
     timeout: Duration,
@@ -324,6 +333,7 @@ impl Drop for Active {
 async fn serve(
     listener: std::os::unix::net::UnixListener,
     shared: Arc<Shared>,
+    stop_rx: watch::Receiver<bool>,
     idle_exit: Option<Duration>,
 ) -> Result<(), ServerError> {
     let listener = UnixListener::from_std(listener).map_err(|source| ServerError::Io {
@@ -331,11 +341,9 @@ async fn serve(
         path: PathBuf::from("socket"),
         source,
     })?;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stop_tx = Arc::new(stop_tx);
-    spawn_signal_watch(Arc::clone(&stop_tx))?;
+    spawn_signal_watch(Arc::clone(&shared))?;
     if let Some(idle) = idle_exit {
-        spawn_idle_watch(Arc::clone(&shared), idle, Arc::clone(&stop_tx));
+        spawn_idle_watch(Arc::clone(&shared), idle);
     }
     notify("READY=1");
     let mut tasks = tokio::task::JoinSet::new();
@@ -375,7 +383,7 @@ async fn serve(
 
 /// Installs the SIGTERM/SIGINT handlers now (before READY=1, so an early
 /// signal is never fatal) and stops the server when one arrives.
-fn spawn_signal_watch(stop: Arc<watch::Sender<bool>>) -> Result<(), ServerError> {
+fn spawn_signal_watch(shared: Arc<Shared>) -> Result<(), ServerError> {
     use tokio::signal::unix::{SignalKind, signal};
     let install = |kind| {
         signal(kind).map_err(|source| ServerError::Io {
@@ -392,12 +400,12 @@ fn spawn_signal_watch(stop: Arc<watch::Sender<bool>>) -> Result<(), ServerError>
             _ = int.recv() => "SIGINT",
         };
         tracing::info!("{name}: stopping");
-        stop.send_replace(true);
+        shared.stop.send_replace(true);
     });
     Ok(())
 }
 
-fn spawn_idle_watch(shared: Arc<Shared>, idle: Duration, stop: Arc<watch::Sender<bool>>) {
+fn spawn_idle_watch(shared: Arc<Shared>, idle: Duration) {
     let tick = (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
     tokio::spawn(async move {
         loop {
@@ -412,7 +420,7 @@ fn spawn_idle_watch(shared: Arc<Shared>, idle: Duration, stop: Arc<watch::Sender
                     secs = idle.as_secs_f64(),
                     "no connection for the idle time: stopping"
                 );
-                stop.send_replace(true);
+                shared.stop.send_replace(true);
                 return;
             }
         }
@@ -532,12 +540,20 @@ async fn connection(mut stream: UnixStream, active: Active, mut stop: watch::Rec
         reply: tx,
     };
     if shared.owner.send(Msg::Call(job)).is_err() {
+        owner_gone(&shared);
         return;
     }
     // The owner drops the sender only when it is gone: then close without a reply.
     if let Ok(reply) = rx.await {
         write_reply(&mut stream, &reply, shared.timeout).await;
     }
+}
+
+/// The state owner thread died (a bug): nothing can be served, so stop
+/// (systemd restarts the daemon; the CLI auto-starts a new one).
+fn owner_gone(shared: &Shared) {
+    tracing::error!("the state owner is gone: stopping");
+    shared.stop.send_replace(true);
 }
 
 async fn write_reply(stream: &mut UnixStream, reply: &Reply, timeout: Duration) {
