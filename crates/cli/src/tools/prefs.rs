@@ -41,7 +41,7 @@ pub fn command() -> Command {
     .arg(flag("get", "get the value (the default action)").short('g'))
     .arg(flag("set", "set the value (accepted and ignored)").short('s'))
     .arg(flag("default", "reset the property to its default").short('D'))
-    .arg(Arg::new("vmname").value_name("VMNAME").required(true))
+    .arg(Arg::new("vmname").value_name("VMNAME"))
     .arg(Arg::new("property").value_name("PROPERTY"))
     .arg(
         Arg::new("value")
@@ -91,7 +91,9 @@ fn wrap(text: &str, indent: usize) -> String {
 
 /// Runs qvm-prefs.
 pub fn run(ctx: &mut Ctx<'_, '_>) -> Result<(), CliError> {
-    let vm = argparse::string(&ctx.m, "vmname").unwrap_or_default();
+    let Some(vm) = argparse::string(&ctx.m, "vmname") else {
+        return Err(ctx.usage("the following arguments are required: VMNAME"));
+    };
     let property = argparse::string(&ctx.m, "property").map(|p| p.replace('-', "_"));
     let value = argparse::string(&ctx.m, "value");
     let vms = ctx.vm_list()?;

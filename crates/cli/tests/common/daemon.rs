@@ -26,9 +26,11 @@ pub fn qpcid() -> Option<PathBuf> {
         .get_or_init(|| {
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
             let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
+            let release = target_dir().file_name().is_some_and(|n| n == "release");
             let status = Command::new(cargo)
                 .args(["build", "-q", "-p", "qpcid", "--manifest-path"])
                 .arg(&manifest)
+                .args(release.then_some("--release"))
                 .stdin(Stdio::null())
                 .status();
             let path = target_dir().join("qpcid");
@@ -85,7 +87,12 @@ impl Daemon {
             .arg(&state)
             .arg("--sysfs-root")
             .arg(root)
-            .args(["--backend", "sim", "--log-level", "debug"])
+            .args(["--backend", "sim"])
+            .args(if extra.contains(&"--log-level") {
+                &[][..]
+            } else {
+                &["--log-level", "debug"][..]
+            })
             .args(extra)
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().unwrap())
