@@ -216,3 +216,53 @@ fn events_stream_after_durability_and_ends_on_disconnect() {
         "idle exit after the subscriber left"
     );
 }
+
+#[test]
+fn a_qube_subscriber_gets_only_its_own_events() {
+    let d = Daemon::start(&[]);
+    assert_eq!(
+        d.call(
+            "admin.vm.Create.StandaloneVM",
+            "",
+            "dom0",
+            b"name=work label=red"
+        ),
+        b"0\0"
+    );
+    let mut work = subscribe(&d, "work");
+    read_exact_frame(&mut work, b"1\0\0connection-established\0\0");
+    let mut all = subscribe(&d, "dom0");
+    read_exact_frame(&mut all, b"1\0\0connection-established\0\0");
+    assert_eq!(d.call("qpci.test.SetFeature", "a", "dom0", b"1"), b"0\0");
+    assert_eq!(d.call("qpci.test.SetFeature", "b", "work", b"2"), b"0\0");
+    let dom0_event = b"1\0dom0\0domain-feature-set:a\0feature\0a\0value\x001\0\0";
+    let work_event = b"1\0work\0domain-feature-set:b\0feature\0b\0value\x002\0\0";
+    read_exact_frame(&mut all, dom0_event);
+    read_exact_frame(&mut all, work_event);
+    // The work subscriber's first frame after the greeting is work's event.
+    read_exact_frame(&mut work, work_event);
+}
+
+#[test]
+fn sigterm_during_a_save_finishes_it_before_exiting() {
+    let d = Arc::new(Daemon::start(&["--test-save-delay-ms", "800"]));
+    let writer = {
+        let d = Arc::clone(&d);
+        std::thread::spawn(move || d.call("qpci.test.SetFeature", "last", "dom0", b"words"))
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    server_support::term(&d.child);
+    assert_eq!(
+        writer.join().unwrap(),
+        b"0\0",
+        "the in-flight call is answered"
+    );
+    let mut d = Arc::into_inner(d).unwrap();
+    let st = server_support::wait_exit(&mut d.child, Duration::from_secs(20)).unwrap();
+    assert!(st.success());
+    assert!(!d.socket.exists());
+    assert_eq!(
+        features_on_disk(&d).get("last").map(String::as_str),
+        Some("words")
+    );
+}
