@@ -228,11 +228,12 @@ fn device_removed_mid_plan_fails_naming_it_and_restores_the_others() {
         b"1",
     )
     .unwrap();
+    let t = std::time::Instant::now();
     let fail = engine.execute(&prepared).unwrap_err();
     match fail.error.as_ref() {
-        StubError::Write { device, errno, .. } => {
+        StubError::Vanished { device, source } => {
             assert_eq!(*device, addr("0000:02:00.0"));
-            assert_eq!(*errno, Some(2));
+            assert_eq!(source.errno(), Some(2), "{source}");
         }
         other => panic!("{other}"),
     }
@@ -241,8 +242,83 @@ fn device_removed_mid_plan_fails_naming_it_and_restores_the_others() {
         read(&tree, "sys/bus/pci/devices/0000:00:14.0/driver_override"),
         "(null)\n"
     );
-    // The removed device's restore fails (it is gone) and says so.
-    assert!(!fail.undo_errors.is_empty());
+    // The removed device is skipped: no undo writes, no probe wait.
+    assert!(fail.undo_errors.is_empty(), "{fail}");
+    assert_eq!(fail.vanished, vec![addr("0000:02:00.0")]);
+    assert_eq!(fail.rolled_back, vec![addr("0000:00:14.0")]);
+    assert!(
+        fail.to_string()
+            .contains("0000:02:00.0 vanished, nothing to restore"),
+        "{fail}"
+    );
+    assert!(t.elapsed() < fast().probe_timeout, "{:?}", t.elapsed());
+}
+
+/// Hot-removes one device just before the first write to its `driver/unbind`
+/// (after its `driver_override` was already changed).
+struct RemoveBeforeUnbind<'a> {
+    kernel: &'a EmulatedKernel,
+    victim: &'static str,
+    removed: std::sync::atomic::AtomicBool,
+    writes: std::sync::Mutex<Vec<String>>,
+}
+
+impl SysfsWriter for RemoveBeforeUnbind<'_> {
+    fn write(&self, rel: &std::path::Path, value: &[u8]) -> std::io::Result<()> {
+        let path = rel.display().to_string();
+        if path.contains(self.victim)
+            && path.ends_with("driver/unbind")
+            && !self.removed.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            self.kernel.write(
+                std::path::Path::new(&format!("sys/bus/pci/devices/{}/remove", self.victim)),
+                b"1",
+            )?;
+        }
+        self.writes.lock().unwrap().push(path);
+        self.kernel.write(rel, value)
+    }
+}
+
+#[test]
+fn device_removed_between_its_writes_is_skipped_by_the_rollback() {
+    let tree = kvm(true);
+    tree.write("sys/bus/pci/devices/0000:02:00.0/remove", "");
+    let r = root(&tree);
+    let k = EmulatedKernel::new(r.clone()).unwrap();
+    let io = RemoveBeforeUnbind {
+        kernel: &k,
+        victim: "0000:02:00.0",
+        removed: false.into(),
+        writes: Vec::new().into(),
+    };
+    let runner = FakeModprobe::new(r.clone()).unwrap();
+    // A long probe timeout: waiting on the vanished device would show.
+    let mut opts = fast();
+    opts.probe_timeout = Duration::from_secs(3);
+    let engine = Engine::new(r, &io, &runner).with_options(opts);
+    let p = plan(Stub::VfioPci, &["0000:00:14.0", "0000:02:00.0"]);
+    let t = std::time::Instant::now();
+    let fail = engine.bind(&p, &Guards::default()).unwrap_err();
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    assert!(
+        matches!(fail.error.as_ref(), StubError::Vanished { device, .. } if *device == addr("0000:02:00.0")),
+        "{fail}"
+    );
+    assert_eq!(fail.vanished, vec![addr("0000:02:00.0")]);
+    assert!(fail.undo_errors.is_empty(), "{fail}");
+    assert_eq!(fail.rolled_back, vec![addr("0000:00:14.0")]);
+    assert_eq!(driver(&tree, "0000:00:14.0").as_deref(), Some("xhci_hcd"));
+    // No undo write went to the vanished device's files.
+    let writes = io.writes.lock().unwrap().clone();
+    let at = writes
+        .iter()
+        .position(|w| w.contains("0000:02:00.0/driver/unbind"))
+        .unwrap();
+    assert!(
+        writes[at + 1..].iter().all(|w| !w.contains("0000:02:00.0")),
+        "{writes:?}"
+    );
 }
 
 fn refusal(

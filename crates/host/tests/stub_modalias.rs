@@ -42,6 +42,10 @@ fn fnmatch_table() {
         ("a\\*", "a*", true),
         ("a\\*", "ab", false),
         ("pci:v*d*sv*sd*bc01sc08i02*", NVME, true),
+        // Non-ASCII text is matched by character, not byte.
+        ("?a", "\u{e9}a", true),
+        ("[\u{e0}-\u{ea}]*", "\u{e9}t\u{e9}", true),
+        ("\u{e9}?", "\u{e9}", false),
     ];
     for (pat, text, want) in cases {
         assert_eq!(fnmatch(pat, text), *want, "{pat} vs {text}");
@@ -190,4 +194,87 @@ fn kernel_release_and_missing_index() {
     );
     tree.write("proc/sys/kernel/osrelease", "6.9.0-other\n");
     assert_eq!(kernel_release(&root).unwrap(), "6.9.0-other");
+}
+
+#[test]
+fn load_for_one_modalias_agrees_with_the_full_index() {
+    let unknown = "pci:v00001234d00005678sv00000000sd00000000bcFFsc00i00";
+    let setups: [fn(&HostTree); 4] = [
+        |t| Modules::desktop(RELEASE).write_to(t),
+        |t| {
+            let mut m = Modules::desktop(RELEASE);
+            m.modprobe_conf(
+                "local.conf",
+                "alias pci:v00008086d0000A0EDsv*sd*bc*sc*i* my_xhci\nblacklist e1000e\n",
+            );
+            m.write_to(t);
+        },
+        |t| {
+            let mut m = Modules::desktop(RELEASE);
+            m.without_alias_file();
+            m.write_to(t);
+        },
+        |t| {
+            let mut m = Modules::new(RELEASE);
+            m.module("generic", "kernel/a/generic.ko")
+                .alias("pci:v*d*sv*sd*bc0Csc03i30*");
+            m.module("specific", "kernel/b/specific.ko")
+                .alias("pci:v00008086d0000A0EDsv*sd*bc*sc*i*");
+            m.module("usbthing", "kernel/c/usbthing.ko")
+                .alias("usb:v1D6Bp0002d*dc*dsc*dp*ic*isc*ip*in*");
+            m.write_to(t);
+            t.write(
+                format!("lib/modules/{RELEASE}/modules.order"),
+                "kernel/b/specific.ko\nkernel/a/generic.ko\n",
+            );
+        },
+    ];
+    for (i, setup) in setups.iter().enumerate() {
+        let tree = HostTree::new();
+        setup(&tree);
+        let root = HostRoot::new(tree.root());
+        let full = ModuleIndex::load(&root, RELEASE).unwrap();
+        for alias in [XHCI, VIRTIO, NVME, E1000E, unknown] {
+            let one = ModuleIndex::load_for(&root, RELEASE, alias).unwrap();
+            assert_eq!(one.lookup(alias), full.lookup(alias), "setup {i}, {alias}");
+            if let Ok(found) = one.lookup(alias) {
+                for m in &found {
+                    assert_eq!(one.is_builtin(&m.module), full.is_builtin(&m.module));
+                }
+            }
+        }
+    }
+    let tree = HostTree::new();
+    tree.mkdir(format!("lib/modules/{RELEASE}"));
+    assert!(matches!(
+        ModuleIndex::load_for(&HostRoot::new(tree.root()), RELEASE, XHCI),
+        Err(ModaliasError::NoIndex { .. })
+    ));
+}
+
+#[test]
+fn builtin_modules_without_alias_records_match_nothing() {
+    // Debian 12's 6.1 kernels: modules.builtin.modinfo has nvme.file= and
+    // nvme.parm= records but no nvme.alias=.
+    let tree = HostTree::new();
+    let mut m = Modules::new(RELEASE);
+    m.module("nvme", "kernel/drivers/nvme/host/nvme.ko")
+        .driver("nvme")
+        .builtin();
+    m.write_to(&tree);
+    let root = HostRoot::new(tree.root());
+    for idx in [
+        ModuleIndex::load(&root, RELEASE).unwrap(),
+        ModuleIndex::load_for(&root, RELEASE, NVME).unwrap(),
+    ] {
+        assert!(matches!(
+            idx.lookup(NVME),
+            Err(ModaliasError::NoMatch { .. })
+        ));
+    }
+    assert!(
+        ModuleIndex::load(&root, RELEASE)
+            .unwrap()
+            .is_builtin("nvme")
+    );
 }

@@ -9,9 +9,10 @@
 //! vfio-pci's probe rule (override or dynamic id only; needs an IOMMU group
 //! unless no-IOMMU mode, header type 0, no enabled VFs). A driver's static
 //! id table comes from its module's aliases (`sys/module/<m>/drivers/pci:<d>`
-//! plus `lib/modules`), and every driver also matches the devices it held
-//! when the emulator was created. Drivers are tried in registration order:
-//! pciback first (Qubes builds it in), then by name, unless set with
+//! plus `lib/modules`, or [`EmulatedKernel::with_id_table`]), and every
+//! driver also matches the devices it held when the emulator was created.
+//! Drivers are tried in registration order: pciback first (Qubes builds it
+//! in), then by name, unless set with
 //! [`EmulatedKernel::with_driver_order`].
 
 use std::fs;
@@ -40,6 +41,7 @@ pub struct EmulatedKernel {
 struct State {
     dynids: Vec<(String, DynId)>,
     implicit: Vec<(String, String)>,
+    id_tables: Vec<(String, String)>,
     probe_errors: Vec<(String, PciAddress, i32)>,
     order: Vec<String>,
     removed: Vec<Removed>,
@@ -74,6 +76,21 @@ impl EmulatedKernel {
     pub fn with_driver_order(self, order: &[&str]) -> Self {
         if let Ok(mut s) = self.state.lock() {
             s.order = order.iter().map(|d| (*d).to_owned()).collect();
+        }
+        self
+    }
+
+    /// `driver`'s static id table holds `patterns` (modalias globs), as a
+    /// built-in driver's does when the kernel recorded none of its aliases
+    /// in `modules.builtin.modinfo`: only the kernel's own match (a probe)
+    /// finds it.
+    pub fn with_id_table(self, driver: &str, patterns: &[&str]) -> Self {
+        if let Ok(mut s) = self.state.lock() {
+            s.id_tables.extend(
+                patterns
+                    .iter()
+                    .map(|p| (driver.to_owned(), (*p).to_owned())),
+            );
         }
         self
     }
@@ -333,7 +350,12 @@ impl EmulatedKernel {
             "pcieport" => return fnmatch("pci:v*d*sv*sd*bc06sc04i00*", alias),
             _ => {}
         }
-        if st.implicit.iter().any(|(d, a)| d == drv && a == alias) {
+        if st.implicit.iter().any(|(d, a)| d == drv && a == alias)
+            || st
+                .id_tables
+                .iter()
+                .any(|(d, p)| d == drv && fnmatch(p, alias))
+        {
             return true;
         }
         let Some(module) = self.module_of(drv) else {

@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -23,13 +23,16 @@ use super::errno::{ENODEV, ENOENT};
 use super::error::{BindFailure, StubError};
 use super::runner::ModprobeRunner;
 use super::sysfs_io::SysfsWriter;
-use super::tree::{current_driver, current_override, device_rel, driver_registered, pciback_slots};
+use super::tree::{
+    current_driver, current_override, device_present, device_rel, driver_registered, pciback_slots,
+};
 use crate::{HostRoot, Inventory, ScanOptions, scan};
+
+mod checks;
+mod restore;
 
 /// Serializes every transaction of this process: resets and IOMMU groups
 /// span devices, so two plans must not interleave.
-mod checks;
-
 static BIND_LOCK: Mutex<()> = Mutex::new(());
 
 pub(crate) fn bind_lock() -> std::sync::MutexGuard<'static, ()> {
@@ -334,6 +337,7 @@ impl<'a> Engine<'a> {
             let a = d.snapshot.address;
             for step in &d.steps {
                 if let Err(error) = self.run_step(a, step) {
+                    let error = self.vanished_or(a, error);
                     let touched: Vec<&Snapshot> = prepared.devices[..=i]
                         .iter()
                         .rev()
@@ -403,14 +407,32 @@ impl<'a> Engine<'a> {
         }
     }
 
+    /// Wraps `error` as [`StubError::Vanished`] when `a` is no longer on
+    /// the bus (hot-removed mid-transaction): the write failed because the
+    /// device is gone, not because the kernel refused it.
+    pub(crate) fn vanished_or(&self, a: PciAddress, error: StubError) -> StubError {
+        if device_present(&self.root, &a) || matches!(error, StubError::NotPresent { .. }) {
+            error
+        } else {
+            StubError::Vanished {
+                device: a,
+                source: Box::new(error),
+            }
+        }
+    }
+
     /// Polls the `driver` link until it names `expected`; fails early when
-    /// another driver holds the device (a bound device is never stolen).
+    /// another driver holds the device (a bound device is never stolen) or
+    /// when the device has left the bus.
     pub(crate) fn wait_for(&self, a: PciAddress, expected: &str) -> Result<(), StubError> {
         let start = Instant::now();
         loop {
             let found = current_driver(&self.root, &a);
             if found.as_deref() == Some(expected) {
                 return Ok(());
+            }
+            if found.is_none() && !device_present(&self.root, &a) {
+                return Err(StubError::NotPresent { device: a });
             }
             if found.is_some() || start.elapsed() >= self.options.probe_timeout {
                 return Err(StubError::NotBound {
@@ -421,83 +443,6 @@ impl<'a> Engine<'a> {
                 });
             }
             std::thread::sleep(self.options.poll_interval);
-        }
-    }
-
-    /// Restores `snapshots` (already in undo order) and wraps `error`.
-    pub(crate) fn roll_back(&self, error: StubError, snapshots: &[&Snapshot]) -> BindFailure {
-        let mut undo_errors = Vec::new();
-        let mut rolled_back = Vec::new();
-        for s in snapshots {
-            match self.restore(s) {
-                Ok(()) => rolled_back.push(s.address),
-                Err(e) => undo_errors.extend(e),
-            }
-        }
-        BindFailure {
-            error: Box::new(error),
-            rolled_back,
-            undo_errors,
-        }
-    }
-
-    /// Puts one device back as `snap` says: unbind what holds it now,
-    /// restore the override, drop a slot we added, bind the original
-    /// driver (fallback `drivers_probe`) and check it. Public so a daemon
-    /// can undo a transaction interrupted by a crash from a persisted
-    /// [`Snapshot`].
-    pub fn restore(&self, snap: &Snapshot) -> Result<(), Vec<StubError>> {
-        let a = snap.address;
-        let mut errors = Vec::new();
-        let now = current_driver(&self.root, &a);
-        let now_permissive = permissive_list(&self.root).contains(&a);
-        let clear_permissive =
-            now.as_deref() == Some("pciback") && now_permissive && !snap.permissive;
-        if now.is_some() && (now != snap.driver || clear_permissive) {
-            errors.extend(self.unbind(a).err());
-        }
-        let now_override = current_override(&self.root, &a).ok().flatten();
-        if now_override != snap.driver_override {
-            let value = snap.driver_override.clone().unwrap_or_else(|| "\n".into());
-            errors.extend(
-                self.write(a, &device_rel(&a).join("driver_override"), &value)
-                    .err(),
-            );
-        }
-        if !snap.in_slots && pciback_slots(&self.root).contains(&a) {
-            match self.write(
-                a,
-                Path::new("sys/bus/pci/drivers/pciback/remove_slot"),
-                &a.to_string(),
-            ) {
-                Err(e) if e.errno() != Some(ENOENT) => errors.push(e),
-                _ => {}
-            }
-        }
-        if snap.in_slots && !pciback_slots(&self.root).contains(&a) {
-            // A give-back removed it; pciback needs it to take the device again.
-            let new_slot = Path::new("sys/bus/pci/drivers/pciback/new_slot");
-            errors.extend(self.write(a, new_slot, &a.to_string()).err());
-        }
-        if let Some(orig) = &snap.driver
-            && current_driver(&self.root, &a).as_ref() != Some(orig)
-        {
-            let bind = PathBuf::from(format!("sys/bus/pci/drivers/{orig}/bind"));
-            // Fallback when the explicit bind fails: let the kernel pick,
-            // which the override restored above steers.
-            if let Err(e) = self.write(a, &bind, &a.to_string())
-                && let Err(e2) =
-                    self.write(a, Path::new("sys/bus/pci/drivers_probe"), &a.to_string())
-            {
-                errors.push(e);
-                errors.push(e2);
-            }
-            errors.extend(self.wait_for(a, orig).err());
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
         }
     }
 }

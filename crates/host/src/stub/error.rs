@@ -183,6 +183,34 @@ pub enum StubError {
         /// What guards it.
         reason: String,
     },
+    /// The device left the bus in the middle of a transaction (hot-removed):
+    /// the failed step is kept as the source.
+    #[error("{device}: vanished from the bus mid-transaction (hot-removed?); {source}")]
+    Vanished {
+        /// The device.
+        device: PciAddress,
+        /// The step that failed because of it.
+        #[source]
+        source: Box<StubError>,
+    },
+    /// Give-back: after `drivers_probe` no host driver took the device, and
+    /// no module alias named one to bind explicitly. The device is put
+    /// back on its stub (never left without a driver).
+    #[error("{device}: {}", no_driver_took(modalias, modules, stub, port, *waited))]
+    NoDriverTook {
+        /// The device.
+        device: PciAddress,
+        /// Its modalias.
+        modalias: String,
+        /// The modules that matched (none, or built-ins exposing no PCI driver).
+        modules: Vec<String>,
+        /// The stub it goes back to.
+        stub: String,
+        /// Its qvm-pci port (`dom0:<port>` names it).
+        port: String,
+        /// How long the engine waited after `drivers_probe`.
+        waited: Duration,
+    },
     /// Give-back: no module of the matches provides a registered driver.
     #[error("{device}: no host driver registered after loading {}", modules.join(", "))]
     NoHostDriver {
@@ -204,6 +232,28 @@ impl StubError {
     }
 }
 
+fn no_driver_took(
+    modalias: &str,
+    modules: &[String],
+    stub: &str,
+    port: &str,
+    waited: Duration,
+) -> String {
+    let matched = if modules.is_empty() {
+        format!("no module alias matches {modalias}")
+    } else {
+        format!(
+            "module(s) {} match {modalias}, but no registered PCI driver is known to be theirs",
+            modules.join(", ")
+        )
+    };
+    format!(
+        "{matched}, and no loaded or built-in driver took it at drivers_probe (waited {waited:?}); \
+         it goes back to {stub} rather than stay without a driver. Load the module of its driver \
+         (modprobe <module>), then run `qvm-pci reattach dom0:{port}` again"
+    )
+}
+
 fn join(list: &[PciAddress]) -> String {
     list.iter()
         .map(ToString::to_string)
@@ -222,6 +272,9 @@ pub struct BindFailure {
     pub rolled_back: Vec<PciAddress>,
     /// Errors met while restoring (empty when the host is as it was).
     pub undo_errors: Vec<StubError>,
+    /// Devices of the plan that left the bus (hot-removed): nothing to
+    /// write to, nothing to restore.
+    pub vanished: Vec<PciAddress>,
 }
 
 impl From<StubError> for BindFailure {
@@ -230,6 +283,7 @@ impl From<StubError> for BindFailure {
             error: Box::new(error),
             rolled_back: Vec::new(),
             undo_errors: Vec::new(),
+            vanished: Vec::new(),
         }
     }
 }
@@ -239,6 +293,9 @@ impl fmt::Display for BindFailure {
         write!(f, "{}", self.error)?;
         if !self.rolled_back.is_empty() {
             write!(f, "; rolled back {}", join(&self.rolled_back))?;
+        }
+        for a in &self.vanished {
+            write!(f, "; {a} vanished, nothing to restore")?;
         }
         for e in &self.undo_errors {
             write!(f, "; while rolling back: {e}")?;

@@ -3,11 +3,22 @@
 //! unassign leave devices on the stub; only this call moves one back.
 //!
 //! Order: every check and the host-driver lookup first (nothing written
-//! when any fails), then load the modules, clear `driver_override`, drop
-//! the pciback slot (`ENOENT` is fine), unbind from the stub,
-//! `drivers_probe`, verify; if nothing bound, `drivers/<drv>/bind` per
-//! candidate. On failure the device goes back to where it was (the stub)
-//! rather than stay half given back. Module loads are not undone.
+//! when any fails), then load the modules that are not in `sys/module`
+//! yet, clear `driver_override`, drop the pciback slot (`ENOENT` is fine),
+//! unbind from the stub, `drivers_probe`, verify; if nothing bound,
+//! `drivers/<drv>/bind` per candidate. On failure the device goes back to
+//! where it was (the stub) rather than stay half given back, or without a
+//! driver. Module loads are not undone.
+//!
+//! No module alias matches (documented choice): the give-back still runs,
+//! relying on the kernel's own match at `drivers_probe`. That is how a
+//! built-in driver whose aliases the kernel did not record takes its
+//! device back (Debian 12's 6.1 kernels put no `alias=` records of
+//! built-in modules in `modules.builtin.modinfo`, so `nvme` is found by
+//! nothing but its static id table, which only the kernel reads). The
+//! driver that binds is accepted with a warning naming it; when none
+//! does, the device goes back on the stub and the error says to load the
+//! right module and reattach again.
 //!
 //! Two matching modules: every non-blacklisted match is loaded, as
 //! `modprobe <modalias>` (and udev at boot) would, and the kernel's own
@@ -16,16 +27,20 @@
 //! adds a warning.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use qpci_types::PciAddress;
 
 use super::engine::{Engine, Snapshot, bind_lock, is_stub_driver, permissive_list};
 use super::error::{BindFailure, StubError};
 use super::modalias::{
-    ModuleIndex, ModuleMatch, driver_candidates, kernel_release, validate_pci_modalias,
+    ModaliasError, ModuleIndex, ModuleMatch, driver_candidates, kernel_release, normalize_module,
+    validate_pci_modalias,
 };
-use super::tree::{current_driver, current_override, device_rel, pciback_slots};
-use crate::ResetDomain;
+use super::tree::{
+    current_driver, current_override, device_present, device_rel, link_name, pciback_slots,
+};
+use crate::{HostRoot, ResetDomain};
 
 /// What to give back.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,7 +114,7 @@ impl Engine<'_> {
                 return Err(StubError::Guarded { device: a, reason }.into());
             }
         }
-        let modules = self.lookup_modules(a)?;
+        let (modalias, modules) = self.lookup_modules(a)?;
         let wanted: Vec<&ModuleMatch> = modules.iter().filter(|m| !m.blacklisted).collect();
         let mut warnings = Vec::new();
         for m in modules.iter().filter(|m| m.blacklisted) {
@@ -108,7 +123,7 @@ impl Engine<'_> {
                 m.module
             ));
         }
-        if wanted.is_empty() {
+        if !modules.is_empty() && wanted.is_empty() {
             return Err(StubError::NoHostDriver {
                 device: a,
                 modules: modules.iter().map(|m| m.module.clone()).collect(),
@@ -143,9 +158,33 @@ impl Engine<'_> {
             in_slots: pciback_slots(&self.root).contains(&a),
             permissive: permissive_list(&self.root).contains(&a),
         };
+        let stub = snap
+            .driver
+            .clone()
+            .or_else(|| snap.driver_override.clone())
+            .unwrap_or_else(|| "its stub".into());
+        let port = dev
+            .path
+            .as_ref()
+            .map_or_else(|| a.to_string(), ToString::to_string);
+        // Modules already in sys/module (loaded, or built in with
+        // parameters) need no modprobe: spawning one only costs time.
+        let to_load: Vec<&ModuleMatch> = wanted
+            .iter()
+            .copied()
+            .filter(|m| !m.builtin && !module_loaded(&self.root, &m.module))
+            .collect();
         let mut plan: Vec<String> = Vec::new();
-        for m in wanted.iter().filter(|m| !m.builtin) {
-            plan.push(self.runner.describe(&m.module));
+        for m in &wanted {
+            if to_load.contains(m) {
+                plan.push(self.runner.describe(&m.module));
+            } else if !m.builtin {
+                plan.push(format!(
+                    "module {} is loaded (sys/module/{}): no modprobe",
+                    m.module,
+                    normalize_module(&m.module)
+                ));
+            }
         }
         if snap.driver_override.is_some() {
             plan.push(format!(
@@ -165,7 +204,21 @@ impl Engine<'_> {
         plan.push(format!(
             "write {a} to sys/bus/pci/drivers_probe, then wait for a host driver"
         ));
-        plan.push("if none bound: write the address to sys/bus/pci/drivers/<driver>/bind for each candidate".into());
+        if wanted.is_empty() {
+            // A real run names the driver that took it instead (below).
+            if req.dry_run {
+                warnings.push(format!(
+                    "no module alias matched {modalias}: the kernel's own id tables decide at drivers_probe (a built-in driver may take it)"
+                ));
+            }
+            plan.push(format!(
+                "if none bound: back to {stub}, and fail: load its driver's module, then reattach again"
+            ));
+        } else {
+            plan.push(format!(
+                "if none bound: write the address to sys/bus/pci/drivers/<driver>/bind for each candidate; if still none, back to {stub}"
+            ));
+        }
         if req.dry_run {
             return Ok(GiveBackReport {
                 address: a,
@@ -179,7 +232,10 @@ impl Engine<'_> {
 
         let _lock = bind_lock();
         let mut steps = Vec::new();
-        for m in wanted.iter().filter(|m| !m.builtin) {
+        for m in &wanted {
+            if !to_load.contains(m) {
+                continue;
+            }
             match self.runner.modprobe(&m.module) {
                 Ok(()) => steps.push(self.runner.describe(&m.module)),
                 Err(e) => warnings.push(e.to_string()),
@@ -189,16 +245,34 @@ impl Engine<'_> {
             .iter()
             .flat_map(|m| driver_candidates(&self.root, &m.module))
             .collect();
-        if candidates.is_empty() {
-            return Err(StubError::NoHostDriver {
-                device: a,
-                modules: wanted.iter().map(|m| m.module.clone()).collect(),
-            }
-            .into());
-        }
-        match self.move_to_host(a, &snap, &candidates, &mut steps) {
+        let no_driver = |waited| StubError::NoDriverTook {
+            device: a,
+            modalias: modalias.clone(),
+            modules: wanted.iter().map(|m| m.module.clone()).collect(),
+            stub: stub.clone(),
+            port: port.clone(),
+            waited,
+        };
+        match self.move_to_host(a, &snap, &candidates, &mut steps, &no_driver) {
             Ok(bound) => {
-                if !candidates.contains(&bound) {
+                if wanted.is_empty() || candidates.is_empty() {
+                    let what = if wanted.is_empty() {
+                        "no module alias matched".to_owned()
+                    } else {
+                        format!(
+                            "module(s) {} matched, but no registered PCI driver is known to be theirs",
+                            wanted
+                                .iter()
+                                .map(|m| m.module.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    };
+                    warnings.push(format!(
+                        "{what} ({modalias}); the kernel's {} took it at drivers_probe",
+                        describe_driver(&self.root, &bound)
+                    ));
+                } else if !candidates.contains(&bound) {
                     warnings.push(format!(
                         "{a} was probed by {bound}, not by {}",
                         candidates.join(" or ")
@@ -213,12 +287,18 @@ impl Engine<'_> {
                     warnings,
                 })
             }
-            Err(error) => Err(self.roll_back(error, &[&snap])),
+            Err(error) => {
+                let error = self.vanished_or(a, error);
+                Err(self.roll_back(error, &[&snap]))
+            }
         }
     }
 
-    /// The modules matching the device's `modalias`; read-only.
-    fn lookup_modules(&self, a: PciAddress) -> Result<Vec<ModuleMatch>, StubError> {
+    /// The device's `modalias` and the modules matching it (none when no
+    /// source matches: the kernel's own match at `drivers_probe` is then
+    /// the only way, e.g. for a built-in driver whose aliases the kernel
+    /// did not record); read-only.
+    fn lookup_modules(&self, a: PciAddress) -> Result<(String, Vec<ModuleMatch>), StubError> {
         let file = device_rel(&a).join("modalias");
         let text =
             std::fs::read_to_string(self.root.join(&file)).map_err(|source| StubError::Read {
@@ -232,9 +312,11 @@ impl Engine<'_> {
             Some(r) => r.clone(),
             None => kernel_release(&self.root).map_err(wrap)?,
         };
-        ModuleIndex::load(&self.root, &release)
-            .and_then(|idx| idx.lookup(&alias))
-            .map_err(wrap)
+        match ModuleIndex::load_for(&self.root, &release, &alias).and_then(|i| i.lookup(&alias)) {
+            Ok(found) => Ok((alias, found)),
+            Err(ModaliasError::NoMatch { .. }) => Ok((alias, Vec::new())),
+            Err(e) => Err(wrap(e)),
+        }
     }
 
     /// The writes of a give-back; returns the driver that took the device.
@@ -244,6 +326,7 @@ impl Engine<'_> {
         snap: &Snapshot,
         candidates: &[String],
         steps: &mut Vec<String>,
+        no_driver: &dyn Fn(Duration) -> StubError,
     ) -> Result<String, StubError> {
         let sbdf = a.to_string();
         if snap.driver_override.is_some() {
@@ -274,23 +357,27 @@ impl Engine<'_> {
         }
         self.write(a, Path::new("sys/bus/pci/drivers_probe"), &sbdf)?;
         steps.push(format!("write {a} to sys/bus/pci/drivers_probe"));
-        let first = candidates.first().map(String::as_str).unwrap_or_default();
-        let probed = match self.wait_for(a, first) {
-            Ok(()) => Some(first.to_owned()),
-            Err(StubError::NotBound { found, .. }) => found,
-            Err(e) => return Err(e),
-        };
+        let probed = self.wait_for_any(a)?;
         if let Some(d) = probed {
             return if is_stub_driver(&d) {
                 Err(StubError::NotBound {
                     device: a,
-                    expected: candidates.join(" or "),
+                    expected: if candidates.is_empty() {
+                        "a host driver".into()
+                    } else {
+                        candidates.join(" or ")
+                    },
                     found: Some(d),
                     waited: self.options.probe_timeout,
                 })
             } else {
                 Ok(d)
             };
+        }
+        if candidates.is_empty() {
+            // Nothing named a driver to bind explicitly: a built-in's
+            // static id table is only reachable through drivers_probe.
+            return Err(no_driver(self.options.probe_timeout));
         }
         let mut first_error = None;
         for drv in candidates {
@@ -314,5 +401,50 @@ impl Engine<'_> {
             found: None,
             waited: self.options.probe_timeout,
         }))
+    }
+
+    /// Polls the `driver` link until any driver holds the device (`None`
+    /// after the probe timeout); the device leaving the bus is an error.
+    fn wait_for_any(&self, a: PciAddress) -> Result<Option<String>, StubError> {
+        let start = Instant::now();
+        loop {
+            if let Some(d) = current_driver(&self.root, &a) {
+                return Ok(Some(d));
+            }
+            if !device_present(&self.root, &a) {
+                return Err(StubError::NotPresent { device: a });
+            }
+            if start.elapsed() >= self.options.probe_timeout {
+                return Ok(None);
+            }
+            std::thread::sleep(self.options.poll_interval);
+        }
+    }
+}
+
+/// `true` when `sys/module/<m>` exists and, for a loadable module, its
+/// `initstate` is `live` (a module still loading or unloading is not).
+fn module_loaded(root: &HostRoot, module: &str) -> bool {
+    let dir = root.join(format!("sys/module/{}", normalize_module(module)));
+    if !dir.is_dir() {
+        return false;
+    }
+    match std::fs::read_to_string(dir.join("initstate")) {
+        Ok(state) => state.trim() == "live",
+        // Built-in modules have no initstate.
+        Err(_) => true,
+    }
+}
+
+/// "built-in driver nvme" or "driver virtio-pci (module virtio_pci)", from
+/// the driver's `module` link: a loadable module has an `initstate`, a
+/// built-in one (or a driver without the link) has none.
+fn describe_driver(root: &HostRoot, driver: &str) -> String {
+    let module = link_name(&root.join(format!("sys/bus/pci/drivers/{driver}/module")));
+    match module {
+        Some(m) if root.join(format!("sys/module/{m}/initstate")).exists() => {
+            format!("driver {driver} (module {m})")
+        }
+        _ => format!("built-in driver {driver}"),
     }
 }

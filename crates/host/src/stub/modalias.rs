@@ -103,6 +103,69 @@ pub fn normalize_module(name: &str) -> String {
     name.replace('-', "_")
 }
 
+/// `alias <pattern> <module>` lines of `modules.alias` whose pattern
+/// passes `keep`. Only lines that can concern a PCI device (`alias pci:`,
+/// or a pattern opening with a wildcard) are split at all: the other
+/// subsystems' lines (usb, acpi, of, ...) are most of the file.
+fn alias_lines(text: &[u8], keep: impl Fn(&str) -> bool) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for line in text.split(|b| *b == b'\n') {
+        let Some(rest) = line.strip_prefix(b"alias ") else {
+            continue;
+        };
+        if !(rest.starts_with(b"pci:") || rest.first().is_some_and(|b| b"*?[".contains(b))) {
+            continue;
+        }
+        let Ok(rest) = std::str::from_utf8(rest) else {
+            continue;
+        };
+        let mut w = rest.split_whitespace();
+        if let (Some(pat), Some(m)) = (w.next(), w.next())
+            && keep(pat)
+        {
+            out.push((pat.to_owned(), normalize_module(m)));
+        }
+    }
+    out
+}
+
+/// `<module>.alias=<pattern>` records of `modules.builtin.modinfo` whose
+/// pattern passes `keep`, as `(pattern, module)`.
+fn builtin_alias_records(modinfo: &[u8], keep: impl Fn(&str) -> bool) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for rec in modinfo.split(|b| *b == 0) {
+        let Ok(rec) = std::str::from_utf8(rec) else {
+            continue;
+        };
+        if let Some((key, value)) = rec.split_once('=')
+            && let Some((module, "alias")) = key.rsplit_once('.')
+            && keep(value)
+        {
+            out.push((value.to_owned(), normalize_module(module)));
+        }
+    }
+    out
+}
+
+/// Module names (basename without `.ko`) listed in `dir/file`.
+fn module_names(dir: &Path, file: &str) -> Vec<String> {
+    fs::read_to_string(dir.join(file))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| Path::new(l.trim()).file_name()?.to_str().map(str::to_owned))
+        .filter_map(|f| f.strip_suffix(".ko").map(normalize_module))
+        .collect()
+}
+
+/// Cheap pre-check before [`fnmatch`]: a pattern opening with a literal
+/// can only match text opening with the same character.
+fn could_match(pattern: &str, text: &str) -> bool {
+    match pattern.as_bytes().first() {
+        Some(b'*' | b'?' | b'[' | b'\\') | None => true,
+        Some(c) => text.as_bytes().first() == Some(c),
+    }
+}
+
 /// The running kernel's release: `proc/sys/kernel/osrelease`, else the
 /// only directory in `lib/modules`.
 pub fn kernel_release(root: &HostRoot) -> Result<String, ModaliasError> {
@@ -133,54 +196,86 @@ pub fn kernel_release(root: &HostRoot) -> Result<String, ModaliasError> {
 }
 
 impl ModuleIndex {
-    /// Reads `lib/modules/<release>` and modprobe.d under `root`.
+    /// Reads `lib/modules/<release>` and modprobe.d under `root`: every
+    /// alias of every source (what [`ModuleIndex::patterns_of`] needs).
+    /// A give-back, which asks about one device, uses the cheaper
+    /// [`ModuleIndex::load_for`].
     pub fn load(root: &HostRoot, release: &str) -> Result<Self, ModaliasError> {
         let dir = root.join(Path::new("lib/modules").join(release));
-        let alias_text = fs::read_to_string(dir.join("modules.alias")).ok();
+        let alias_file = fs::read(dir.join("modules.alias")).ok();
         let modinfo = fs::read(dir.join("modules.builtin.modinfo")).ok();
-        if alias_text.is_none() && modinfo.is_none() {
+        if alias_file.is_none() && modinfo.is_none() {
             return Err(ModaliasError::NoIndex { dir });
         }
         let mut idx = Self {
             dir: dir.clone(),
             ..Self::default()
         };
-        for line in alias_text.as_deref().unwrap_or("").lines() {
-            let mut w = line.split_whitespace();
-            if let (Some("alias"), Some(pat), Some(m)) = (w.next(), w.next(), w.next()) {
-                idx.aliases.push((pat.to_owned(), normalize_module(m)));
-            }
-        }
-        for rec in modinfo.as_deref().unwrap_or(&[]).split(|b| *b == 0) {
-            let rec = String::from_utf8_lossy(rec);
-            if let Some((key, value)) = rec.split_once('=')
-                && let Some((module, "alias")) = key.rsplit_once('.')
-            {
-                idx.builtin_aliases
-                    .push((value.to_owned(), normalize_module(module)));
-                idx.builtin.insert(normalize_module(module));
-            }
-        }
-        let names_of = |file: &str| -> Vec<String> {
-            fs::read_to_string(dir.join(file))
-                .unwrap_or_default()
-                .lines()
-                .filter_map(|l| Path::new(l.trim()).file_name()?.to_str().map(str::to_owned))
-                .filter_map(|f| f.strip_suffix(".ko").map(normalize_module))
-                .collect()
-        };
-        idx.builtin.extend(names_of("modules.builtin"));
-        for (i, m) in names_of("modules.order").into_iter().enumerate() {
-            idx.order.entry(m).or_insert(i);
-        }
-        idx.read_modprobe_d(root);
+        idx.aliases = alias_lines(alias_file.as_deref().unwrap_or(&[]), |_| true);
+        idx.builtin_aliases = builtin_alias_records(modinfo.as_deref().unwrap_or(&[]), |_| true);
+        idx.builtin
+            .extend(idx.builtin_aliases.iter().map(|(_, m)| m.clone()));
+        idx.builtin.extend(module_names(&dir, "modules.builtin"));
+        idx.read_order();
+        idx.read_modprobe_d(root, |_| true);
         Ok(idx)
+    }
+
+    /// Reads only what [`ModuleIndex::lookup`] of `modalias` needs, as kmod
+    /// does for one lookup: the modprobe.d aliases and blacklist, then the
+    /// `modules.alias` lines that can match (its `pci:` lines, matched as
+    /// they are read; nothing else is parsed), the built-in aliases only
+    /// when `modules.alias` has no match, and `modules.builtin` and
+    /// `modules.order` only when something matched. The result answers
+    /// `lookup(modalias)`, `is_blacklisted` and `is_builtin` of the matched
+    /// modules; it holds no other aliases.
+    pub fn load_for(root: &HostRoot, release: &str, modalias: &str) -> Result<Self, ModaliasError> {
+        let dir = root.join(Path::new("lib/modules").join(release));
+        let alias_path = dir.join("modules.alias");
+        let modinfo_path = dir.join("modules.builtin.modinfo");
+        if !alias_path.exists() && !modinfo_path.exists() {
+            return Err(ModaliasError::NoIndex { dir });
+        }
+        let mut idx = Self {
+            dir: dir.clone(),
+            ..Self::default()
+        };
+        let wanted = |pat: &str| could_match(pat, modalias) && fnmatch(pat, modalias);
+        idx.read_modprobe_d(root, wanted);
+        if idx.conf_aliases.is_empty() {
+            let text = fs::read(&alias_path).unwrap_or_default();
+            idx.aliases = alias_lines(&text, wanted);
+        }
+        if idx.conf_aliases.is_empty() && idx.aliases.is_empty() {
+            let modinfo = fs::read(&modinfo_path).unwrap_or_default();
+            idx.builtin_aliases = builtin_alias_records(&modinfo, wanted);
+            idx.builtin
+                .extend(idx.builtin_aliases.iter().map(|(_, m)| m.clone()));
+        }
+        let matched = idx.conf_aliases.len() + idx.aliases.len() + idx.builtin_aliases.len();
+        if matched > 0 {
+            idx.builtin.extend(module_names(&dir, "modules.builtin"));
+        }
+        if matched > 1 {
+            idx.read_order();
+        }
+        Ok(idx)
+    }
+
+    fn read_order(&mut self) {
+        for (i, m) in module_names(&self.dir, "modules.order")
+            .into_iter()
+            .enumerate()
+        {
+            self.order.entry(m).or_insert(i);
+        }
     }
 
     /// `alias` and `blacklist` lines of `{etc,run,usr/lib,lib}/modprobe.d/*.conf`;
     /// a file name met in an earlier directory hides the same name in later
     /// ones, and files are read in name order, as kmod does.
-    fn read_modprobe_d(&mut self, root: &HostRoot) {
+    /// Only the aliases whose pattern passes `keep` are kept.
+    fn read_modprobe_d(&mut self, root: &HostRoot, keep: impl Fn(&str) -> bool) {
         let mut files: BTreeMap<String, PathBuf> = BTreeMap::new();
         for d in ["etc", "run", "usr/lib", "lib"] {
             let Ok(rd) = fs::read_dir(root.join(format!("{d}/modprobe.d"))) else {
@@ -199,7 +294,7 @@ impl ModuleIndex {
             for line in text.lines() {
                 let mut w = line.split_whitespace();
                 match (w.next(), w.next(), w.next()) {
-                    (Some("alias"), Some(pat), Some(m)) => {
+                    (Some("alias"), Some(pat), Some(m)) if keep(pat) => {
                         self.conf_aliases
                             .push((pat.to_owned(), normalize_module(m)));
                     }
@@ -355,25 +450,39 @@ pub fn driver_candidates(root: &HostRoot, module: &str) -> Vec<String> {
 }
 
 /// fnmatch(3) without flags over the whole text: `*`, `?`, `[...]` with
-/// ranges and `!`/`^` negation, `\` escapes.
+/// ranges and `!`/`^` negation, `\\` escapes. ASCII input (every modalias
+/// and depmod pattern) is matched byte by byte without allocating.
 pub fn fnmatch(pattern: &str, text: &str) -> bool {
+    if pattern.is_ascii() && text.is_ascii() {
+        return glob(pattern.as_bytes(), text.as_bytes());
+    }
     let p: Vec<char> = pattern.chars().collect();
     let t: Vec<char> = text.chars().collect();
+    glob(&p, &t)
+}
+
+/// The characters [`glob`] treats specially.
+trait GlobChar: Copy + PartialEq + PartialOrd + From<u8> {}
+impl GlobChar for u8 {}
+impl GlobChar for char {}
+
+fn glob<T: GlobChar>(p: &[T], t: &[T]) -> bool {
+    let c = T::from;
     // Iterative matcher with one backtrack point for the last `*`: linear
     // enough for modalias patterns, no recursion on untrusted input.
     let (mut pi, mut ti) = (0usize, 0usize);
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
-        let step = match p.get(pi) {
-            Some('*') => {
+        let step = match p.get(pi).copied() {
+            Some(x) if x == c(b'*') => {
                 star = Some((pi, ti));
                 pi += 1;
                 continue;
             }
-            Some('?') => Some(pi + 1),
-            Some('[') => match_class(&p, pi, t[ti]),
-            Some('\\') if pi + 1 < p.len() => (p[pi + 1] == t[ti]).then_some(pi + 2),
-            Some(c) => (*c == t[ti]).then_some(pi + 1),
+            Some(x) if x == c(b'?') => Some(pi + 1),
+            Some(x) if x == c(b'[') => match_class(p, pi, t[ti]),
+            Some(x) if x == c(b'\\') && pi + 1 < p.len() => (p[pi + 1] == t[ti]).then_some(pi + 2),
+            Some(x) => (x == t[ti]).then_some(pi + 1),
             None => None,
         };
         match step {
@@ -391,15 +500,16 @@ pub fn fnmatch(pattern: &str, text: &str) -> bool {
             },
         }
     }
-    p[pi..].iter().all(|c| *c == '*')
+    p[pi..].iter().all(|x| *x == c(b'*'))
 }
 
-/// Matches `c` against the bracket expression at `p[start]`; returns the
+/// Matches `ch` against the bracket expression at `p[start]`; returns the
 /// index after it on a match. An unterminated `[` is a literal `[`, as in
 /// fnmatch(3).
-fn match_class(p: &[char], start: usize, c: char) -> Option<usize> {
+fn match_class<T: GlobChar>(p: &[T], start: usize, ch: T) -> Option<usize> {
+    let c = T::from;
     let mut i = start + 1;
-    let negate = matches!(p.get(i), Some('!' | '^'));
+    let negate = p.get(i).is_some_and(|x| *x == c(b'!') || *x == c(b'^'));
     if negate {
         i += 1;
     }
@@ -407,20 +517,20 @@ fn match_class(p: &[char], start: usize, c: char) -> Option<usize> {
     let mut first = true;
     loop {
         let Some(&cur) = p.get(i) else {
-            return (c == '[').then_some(start + 1);
+            return (ch == c(b'[')).then_some(start + 1);
         };
         // A `]` right after the opening (or the negation) is a member.
-        if cur == ']' && !first {
+        if cur == c(b']') && !first {
             return (matched != negate).then_some(i + 1);
         }
         first = false;
         match (p.get(i + 1), p.get(i + 2)) {
-            (Some('-'), Some(&hi)) if hi != ']' => {
-                matched |= cur <= c && c <= hi;
+            (Some(&dash), Some(&hi)) if dash == c(b'-') && hi != c(b']') => {
+                matched |= cur <= ch && ch <= hi;
                 i += 3;
             }
             _ => {
-                matched |= cur == c;
+                matched |= cur == ch;
                 i += 1;
             }
         }

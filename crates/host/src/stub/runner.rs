@@ -108,6 +108,9 @@ impl ModprobeRunner for CommandRunner {
             .spawn()
             .map_err(|e| err(format!("cannot run {}: {e}", program.to_string_lossy())))?;
         let deadline = Instant::now() + self.timeout;
+        // Short polls first: a no-op modprobe ends within a few ms, and a
+        // fixed 10 ms sleep would double its cost.
+        let mut pause = Duration::from_micros(500);
         let status = loop {
             match child.try_wait() {
                 Ok(Some(status)) => break status,
@@ -116,7 +119,10 @@ impl ModprobeRunner for CommandRunner {
                     let _ = child.wait();
                     return Err(err(format!("timed out after {:?}", self.timeout)));
                 }
-                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+                Ok(None) => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(10));
+                }
                 Err(e) => return Err(err(format!("waiting: {e}"))),
             }
         };
