@@ -421,7 +421,8 @@ pub fn run(suite: &mut Suite) {
 fn profile_give_back(s: &Suite, a: PciAddress) -> anyhow::Result<String> {
     let modalias = read(format!("/sys/bus/pci/devices/{a}/modalias")).context("modalias")?;
     let runner = modprobe()?;
-    let (mut scan_t, mut full_t, mut index_t, mut modprobe_t, mut spawn_t) = (
+    let (mut scan_t, mut full_t, mut index_t, mut modprobe_t, mut spawn_t, mut writes_t) = (
+        Duration::ZERO,
         Duration::ZERO,
         Duration::ZERO,
         Duration::ZERO,
@@ -450,6 +451,11 @@ fn profile_give_back(s: &Suite, a: PciAddress) -> anyhow::Result<String> {
         let t = Instant::now();
         runner.modprobe(Victim::VirtioNet.module())?;
         modprobe_t += t.elapsed();
+        // The give-back's kernel work alone: the same writes, raw.
+        bind(a, false)?;
+        let t = Instant::now();
+        raw_give_back(&a)?;
+        writes_t += t.elapsed();
         let t = Instant::now();
         let st = std::process::Command::new("/bin/busybox")
             .arg("true")
@@ -459,13 +465,39 @@ fn profile_give_back(s: &Suite, a: PciAddress) -> anyhow::Result<String> {
     }
     let ms = |d: Duration| d.as_secs_f64() * 1000.0 / f64::from(ROUNDS);
     Ok(format!(
-        "scan {:.1} ms, module lookup {:.1} ms (whole index: {:.1} ms), modprobe of a loaded module {:.1} ms (now skipped), bare spawn {:.1} ms",
+        "scan {:.1} ms, module lookup {:.1} ms (whole index: {:.1} ms), modprobe of a loaded module {:.1} ms (now skipped), bare spawn {:.1} ms; its kernel writes alone {:.1} ms",
         ms(scan_t),
         ms(index_t),
         ms(full_t),
         ms(modprobe_t),
-        ms(spawn_t)
+        ms(spawn_t),
+        ms(writes_t)
     ))
+}
+
+/// A give-back's writes without the engine: clear the override, unbind
+/// from vfio-pci, `drivers_probe`, wait for the host driver.
+fn raw_give_back(a: &PciAddress) -> anyhow::Result<()> {
+    let put = |file: &str, value: &str| -> anyhow::Result<()> {
+        OpenOptions::new()
+            .write(true)
+            .open(file)
+            .and_then(|mut f| f.write_all(value.as_bytes()))
+            .with_context(|| format!("writing {value:?} to {file}"))
+    };
+    let dir = format!("/sys/bus/pci/devices/{a}");
+    put(&format!("{dir}/driver_override"), "\n")?;
+    put(&format!("{dir}/driver/unbind"), &a.to_string())?;
+    put("/sys/bus/pci/drivers_probe", &a.to_string())?;
+    let start = Instant::now();
+    while driver_of(&a.to_string()).is_none() {
+        ensure!(
+            start.elapsed() < Duration::from_secs(2),
+            "{a}: no driver after probe"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok(())
 }
 
 /// Writes `1` to the bus's `rescan` and waits for `a` to come back on
