@@ -17,6 +17,7 @@
 #![deny(missing_docs)]
 
 pub mod critical;
+pub mod doctor;
 mod model;
 pub mod names;
 mod root;
