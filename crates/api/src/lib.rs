@@ -13,6 +13,7 @@
 
 pub mod client;
 pub mod describe;
+pub mod doctor;
 pub mod ext;
 pub mod inventory;
 pub mod kv;
