@@ -168,28 +168,19 @@ pub fn virt_caps(info: &str) -> Option<String> {
     })
 }
 
-/// Reads the facts under `root`; `xl` is asked only on a Xen dom0.
+/// Reads the facts under `root`; `xl` is asked only on a Xen dom0 (none
+/// given there: the IOMMU state is unknown).
 pub fn gather(root: &HostRoot, inventory: &Inventory, xl: Option<&dyn XlRunner>) -> HostFacts {
     let xen_dom0 = fs::read_to_string(root.join("proc/xen/capabilities"))
         .is_ok_and(|c| c.contains("control_d"));
     let iommu = if xen_dom0 {
-        let system;
-        let runner: &dyn XlRunner = match xl {
-            Some(r) => r,
-            None => {
-                system = CommandXl::system();
-                &system
-            }
-        };
-        match runner.info() {
-            Ok(info) => match virt_caps(&info) {
+        match xl.map(|r| (r.info(), r.describe())) {
+            None => IommuState::XenUnknown("no xl command configured".into()),
+            Some((Ok(info), what)) => match virt_caps(&info) {
                 Some(caps) => IommuState::XenVirtCaps(caps),
-                None => IommuState::XenUnknown(format!(
-                    "{} printed no virt_caps line",
-                    runner.describe()
-                )),
+                None => IommuState::XenUnknown(format!("{what} printed no virt_caps line")),
             },
-            Err(e) => IommuState::XenUnknown(e),
+            Some((Err(e), _)) => IommuState::XenUnknown(e),
         }
     } else {
         match fs::read_dir(root.join("sys/kernel/iommu_groups")) {
@@ -208,15 +199,6 @@ pub fn gather(root: &HostRoot, inventory: &Inventory, xl: Option<&dyn XlRunner>)
                 (k.trim() == "vendor_id").then(|| v.trim().to_owned())
             })
         });
-    let mut inputs = BTreeMap::new();
-    for d in &inventory.devices {
-        if d.class.is_some_and(|c| c.base_sub() == 0x0c03) {
-            let found = input_devices_below(root, &d.address);
-            if !found.is_empty() {
-                inputs.insert(d.address, found);
-            }
-        }
-    }
     HostFacts {
         xen_dom0,
         qubes: root.join("etc/qubes-release").exists(),
@@ -226,8 +208,25 @@ pub fn gather(root: &HostRoot, inventory: &Inventory, xl: Option<&dyn XlRunner>)
             .map(|c| c.trim().to_owned()),
         cpu_vendor,
         default_route: default_route_devices(root),
-        inputs,
+        inputs: inputs_of(root, inventory),
     }
+}
+
+/// Input devices behind every USB controller (class 0c03) of `inventory`.
+pub fn inputs_of(
+    root: &HostRoot,
+    inventory: &Inventory,
+) -> BTreeMap<PciAddress, Vec<(String, String)>> {
+    let mut inputs = BTreeMap::new();
+    for d in &inventory.devices {
+        if d.class.is_some_and(|c| c.base_sub() == 0x0c03) {
+            let found = input_devices_below(root, &d.address);
+            if !found.is_empty() {
+                inputs.insert(d.address, found);
+            }
+        }
+    }
+    inputs
 }
 
 #[cfg(test)]

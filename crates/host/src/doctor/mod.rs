@@ -26,7 +26,7 @@ use std::fmt;
 
 use qpci_types::{DeviceIdentity, PciAddress, PciPath};
 
-pub use facts::{CommandXl, HostFacts, IommuState, XlRunner, gather};
+pub use facts::{CommandXl, HostFacts, IommuState, XlRunner, gather, inputs_of};
 pub use findings::diagnose;
 pub use probe::{default_route_devices, input_devices_below};
 
