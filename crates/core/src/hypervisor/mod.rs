@@ -4,8 +4,12 @@
 //! also keeps the [`RuntimeState`] (which qubes run, which devices each got),
 //! since only the backend knows what really runs. The `sim` backend
 //! ([`SimHypervisor`]) performs nothing on the host: it stores the plan and
-//! the domain XML for inspection and keeps its runtime state on disk.
+//! the domain XML for inspection and keeps its runtime state on disk. The
+//! `libvirt` backend ([`LibvirtHypervisor`], cargo feature `libvirt`) defines
+//! and starts real domains through libvirt.
 
+#[cfg(feature = "libvirt")]
+mod libvirt;
 mod sim;
 
 use std::path::PathBuf;
@@ -16,6 +20,11 @@ use crate::policy::StartPlan;
 use crate::registry::PowerState;
 use crate::runtime::{AttachedDevice, RuntimeError, RuntimeState};
 
+#[cfg(feature = "libvirt")]
+pub use libvirt::{
+    DomainLifetime, LIBVIRT_DIR, LIBVIRT_RUNTIME_FILE, LibvirtConfig, LibvirtHypervisor,
+    Reconciliation,
+};
 pub use sim::{SIM_DIR, SIM_RUNTIME_FILE, SimHypervisor};
 
 /// Why a backend could not do what it was asked.
@@ -81,6 +90,41 @@ pub enum HypervisorError {
         /// The qube.
         qube: QubeName,
     },
+    /// The libvirt connection could not be opened.
+    #[error("cannot connect to libvirt at {uri}: {message}")]
+    Connect {
+        /// The connection URI.
+        uri: String,
+        /// libvirt's message.
+        message: String,
+    },
+    /// libvirt refused or failed an action on a qube's domain.
+    #[error(
+        "libvirt ({uri}) could not {action} {qube}{}: {message}",
+        devices_text(devices)
+    )]
+    Libvirt {
+        /// The connection URI.
+        uri: String,
+        /// What was being done (`define`, `start`, `destroy`, `hot-unplug a device from`, ...).
+        action: &'static str,
+        /// The qube.
+        qube: QubeName,
+        /// The devices concerned (all of a start's, the one of a detach).
+        devices: Vec<PciAddress>,
+        /// libvirt's message, with what was cleaned up after it.
+        message: String,
+    },
+}
+
+/// ` with device A` / ` with devices A, B` / nothing.
+fn devices_text(devices: &[PciAddress]) -> String {
+    let list: Vec<String> = devices.iter().map(ToString::to_string).collect();
+    match list.len() {
+        0 => String::new(),
+        1 => format!(" with device {}", list.join("")),
+        _ => format!(" with devices {}", list.join(", ")),
+    }
 }
 
 /// A hypervisor backend.

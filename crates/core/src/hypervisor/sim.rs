@@ -52,18 +52,7 @@ impl SimHypervisor {
     /// Opens the backend on `state_dir`, loading `sim-runtime.json` if it
     /// exists (a missing file means nothing runs).
     pub fn open(state_dir: &Path) -> Result<Self, HypervisorError> {
-        let path = state_dir.join(SIM_RUNTIME_FILE);
-        let runtime = match fs::File::open(&path) {
-            Ok(file) => load(&path, file)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => RuntimeState::new(),
-            Err(source) => {
-                return Err(HypervisorError::Io {
-                    op: "open",
-                    path,
-                    source,
-                });
-            }
-        };
+        let runtime = open_runtime(&state_dir.join(SIM_RUNTIME_FILE))?;
         Ok(Self {
             state_dir: state_dir.to_path_buf(),
             runtime,
@@ -89,16 +78,7 @@ impl SimHypervisor {
 
     /// Writes the runtime state durably; on failure the file is unchanged.
     fn save(&self, runtime: &RuntimeState) -> Result<(), HypervisorError> {
-        let file = RuntimeFile {
-            version: VERSION,
-            qubes: runtime.qubes.clone(),
-        };
-        let mut bytes = serde_json::to_vec_pretty(&file).map_err(|e| HypervisorError::Corrupt {
-            path: self.runtime_path(),
-            reason: format!("cannot serialize: {e}"),
-        })?;
-        bytes.push(b'\n');
-        write_durably(&self.state_dir, &self.runtime_path(), &bytes)
+        save_runtime(&self.state_dir, &self.runtime_path(), runtime)
     }
 
     /// Applies `change` to a copy of the runtime, saves it, and only then
@@ -184,6 +164,39 @@ impl Hypervisor for SimHypervisor {
     }
 }
 
+/// Writes `runtime` to `path` (in `dir`) in the runtime file format,
+/// durably; on failure the file is unchanged. Shared with the libvirt
+/// backend, whose runtime file has the same format.
+pub(super) fn save_runtime(
+    dir: &Path,
+    path: &Path,
+    runtime: &RuntimeState,
+) -> Result<(), HypervisorError> {
+    let file = RuntimeFile {
+        version: VERSION,
+        qubes: runtime.qubes.clone(),
+    };
+    let mut bytes = serde_json::to_vec_pretty(&file).map_err(|e| HypervisorError::Corrupt {
+        path: path.to_path_buf(),
+        reason: format!("cannot serialize: {e}"),
+    })?;
+    bytes.push(b'\n');
+    write_durably(dir, path, &bytes)
+}
+
+/// Loads the runtime file at `path`; a missing file means nothing runs.
+pub(super) fn open_runtime(path: &Path) -> Result<RuntimeState, HypervisorError> {
+    match fs::File::open(path) {
+        Ok(file) => load(path, file),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RuntimeState::new()),
+        Err(source) => Err(HypervisorError::Io {
+            op: "open",
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
 /// Parses and checks a runtime file.
 fn load(path: &Path, file: fs::File) -> Result<RuntimeState, HypervisorError> {
     let corrupt = |reason: String| HypervisorError::Corrupt {
@@ -222,7 +235,11 @@ fn load(path: &Path, file: fs::File) -> Result<RuntimeState, HypervisorError> {
 }
 
 /// `qpci_store::write_atomic`, keeping the mode of the file replaced.
-fn write_durably(dir: &Path, target: &Path, bytes: &[u8]) -> Result<(), HypervisorError> {
+pub(super) fn write_durably(
+    dir: &Path,
+    target: &Path,
+    bytes: &[u8],
+) -> Result<(), HypervisorError> {
     let like = fs::metadata(target).ok();
     qpci_store::write_atomic(dir, target, bytes, like.as_ref()).map_err(|source| {
         HypervisorError::Store {
