@@ -6,6 +6,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::cache::SaveCache;
 use crate::error::{Location, StoreError, io_err};
 use crate::lock::StateLock;
 use crate::model::QubesXml;
@@ -59,19 +60,9 @@ pub struct StateFile {
     dir: PathBuf,
     path: PathBuf,
     lock: StateLock,
-    /// The text of the last save, kept for its capacity: a save of the same
-    /// state size then writes into memory that is already mapped.
-    buf: SaveBuf,
-}
-
-/// A save's text buffer; its `Debug` shows the size, not the text.
-#[derive(Default)]
-struct SaveBuf(String);
-
-impl std::fmt::Debug for SaveBuf {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SaveBuf({} bytes)", self.0.capacity())
-    }
+    /// The last save's text and records: the next save copies the domains
+    /// that did not change instead of serialising and checking them again.
+    cache: SaveCache,
 }
 
 impl StateFile {
@@ -82,7 +73,7 @@ impl StateFile {
             dir: dir.to_path_buf(),
             path: dir.join(STATE_FILE),
             lock,
-            buf: SaveBuf::default(),
+            cache: SaveCache::default(),
         };
         sf.remove_stale_temps()?;
         let state = sf.load()?;
@@ -143,13 +134,26 @@ impl StateFile {
     ///   even an unlocked writer could not interleave bytes with ours.
     /// - Mode and owner of the existing file are carried over (Qubes keeps
     ///   `qubes.xml` group-readable for its tools).
+    ///
+    /// A save costs in proportion to what changed since the last one: the
+    /// domains equal to the last save's are copied as the bytes written then
+    /// (see `cache.rs`); the output is the same as [`QubesXml::to_xml`]'s.
     pub fn save(&mut self, state: &QubesXml) -> Result<(), StoreError> {
-        crate::validate::check(state, &self.path)?;
-        let mut text = std::mem::take(&mut self.buf.0);
-        state.write_xml(&mut text);
-        let result = self.replace_with(&text);
-        self.buf.0 = text;
-        result
+        let mut plan = self.cache.plan(state);
+        let known = self.cache.known(&plan, state);
+        crate::validate::check_known(state, &self.path, Some(&known))?;
+        drop(known);
+        let (text, spans) = self.cache.write(&mut plan, state);
+        match self.replace_with(&text) {
+            Ok(()) => {
+                self.cache.commit(plan, state, text, spans);
+                Ok(())
+            }
+            Err(e) => {
+                self.cache.abandon(text);
+                Err(e)
+            }
+        }
     }
 
     fn replace_with(&self, text: &str) -> Result<(), StoreError> {

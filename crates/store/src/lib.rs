@@ -25,6 +25,7 @@
 
 #![deny(missing_docs)]
 
+mod cache;
 mod error;
 mod file;
 mod lock;

@@ -17,8 +17,37 @@ use crate::model::{
     SrcPos, VM_REF_PROPERTIES,
 };
 
+/// What a save knows from its last successful save, so it can skip checks
+/// whose outcome is already known (see [`check_known`]).
+pub(crate) struct Known<'a> {
+    /// Per domain of the document: whether it equals (`==`) a domain of the
+    /// last save, which passed every check then.
+    pub(crate) unchanged: &'a [bool],
+    /// The names of the last save's domains that no unchanged domain has.
+    pub(crate) other_names: Vec<&'a str>,
+    /// Whether the labels equal the last save's.
+    pub(crate) same_labels: bool,
+}
+
 /// Checks a whole document; `path` names the file in errors.
 pub(crate) fn check(xml: &QubesXml, path: &Path) -> Result<(), StoreError> {
+    check_known(xml, path, None)
+}
+
+/// [`check`], skipping what `known` proves: the checks of one domain alone
+/// (class, qid, name rules, text) are a function of the record, so a domain
+/// equal to one that passed them passes them again. Its references were good
+/// against the last save's names and labels, so they still are when every one
+/// of those names is still there and the labels are the same. What involves
+/// the whole set (unique qids and names, the global properties, the changed
+/// domains' references) is always checked. Skipped checks would pass, so the
+/// first error, if any, is the one [`check`] gives.
+pub(crate) fn check_known(
+    xml: &QubesXml,
+    path: &Path,
+    known: Option<&Known<'_>>,
+) -> Result<(), StoreError> {
+    let unchanged = |i: usize| known.is_some_and(|k| k.unchanged.get(i).copied().unwrap_or(false));
     let at = |p: SrcPos| Location::new(path, p.line, p.column);
     let root_at = at(xml.extra.root.pos);
     if let Some(v) = &xml.version
@@ -45,9 +74,11 @@ pub(crate) fn check(xml: &QubesXml, path: &Path) -> Result<(), StoreError> {
     }
     let mut qids = HashSet::with_capacity(xml.domains.len());
     let mut names: HashMap<&str, ()> = HashMap::with_capacity(xml.domains.len());
-    for d in &xml.domains {
+    for (i, d) in xml.domains.iter().enumerate() {
         let dat = || at(d.extra.element.pos);
-        check_domain_shape(d, dat)?;
+        if !unchanged(i) {
+            check_domain_shape(d, dat)?;
+        }
         if !qids.insert(d.qid) {
             return Err(dup(dat(), "qid", &d.qid.to_string()));
         }
@@ -66,9 +97,17 @@ pub(crate) fn check(xml: &QubesXml, path: &Path) -> Result<(), StoreError> {
             &Owner(None),
         )?;
     }
-    for d in &xml.domains {
+    let refs_known =
+        known.is_some_and(|k| k.same_labels && k.other_names.iter().all(|n| names.contains_key(n)));
+    for (i, d) in xml.domains.iter().enumerate() {
+        let same = unchanged(i);
+        if same && refs_known {
+            continue;
+        }
         let owner = Owner(Some(&d.name));
-        check_domain_strings(d, path, &owner)?;
+        if !same {
+            check_domain_strings(d, path, &owner)?;
+        }
         for p in VM_REF_PROPERTIES {
             check_ref(&d.properties, &d.extra.properties, p, &names, path, &owner)?;
         }

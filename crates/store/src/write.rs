@@ -48,6 +48,17 @@ impl QubesXml {
     /// Serialises the document into `out`, replacing its content (its
     /// capacity is reused: a save keeps one buffer across saves).
     pub(crate) fn write_xml(&self, out: &mut String) {
+        self.write_xml_with(out, &mut |out, depth, _, d| domain_xml(out, depth, d));
+    }
+
+    /// [`write_xml`](Self::write_xml), with each domain written by `domain`:
+    /// called with the buffer, the domain's depth, its index in `domains` and
+    /// the record, it must append exactly what [`domain_xml`] would.
+    pub(crate) fn write_xml_with(
+        &self,
+        out: &mut String,
+        domain: &mut dyn FnMut(&mut String, usize, usize, &DomainRecord),
+    ) {
         out.clear();
         // About what a qube with a few properties and devices takes, so the
         // buffer rarely has to grow (each growth copies it all).
@@ -87,7 +98,11 @@ impl QubesXml {
                 w.properties(&e.properties, &self.properties, &[]);
             }
             Item::Known(RootSection::Domains) => {
-                w.list("domains", &e.domains, &self.domains, |w, d| w.domain(d));
+                let mut i = 0;
+                w.list("domains", &e.domains, &self.domains, |w, d| {
+                    domain(w.out, w.depth, i, d);
+                    i += 1;
+                });
             }
         });
         w.close("qubes");
@@ -95,6 +110,11 @@ impl QubesXml {
             w.raw(raw);
         }
     }
+}
+
+/// Appends one `<domain>` element (with the foreign nodes before it) at `depth`.
+pub(crate) fn domain_xml(out: &mut String, depth: usize, d: &DomainRecord) {
+    W { out, depth }.domain(d);
 }
 
 /// One output item of [`merge`] (and one input slot).
