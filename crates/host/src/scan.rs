@@ -7,12 +7,13 @@
 
 mod config;
 mod devdir;
+mod fx;
 mod read;
 mod reset;
 mod verdict;
 mod walk;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::fs;
 
@@ -20,6 +21,7 @@ use qpci_types::{PathHop, PciAddress, PciPath};
 
 use crate::critical::storage::dom0_storage;
 use crate::{HostFlavour, HostRoot, Inventory, PciDevice, PciIds, ScanWarning};
+use fx::{FxHashMap, FxHashSet};
 
 pub use reset::{reset_domain, reset_info};
 pub use verdict::mark_critical;
@@ -47,11 +49,15 @@ pub fn scan(root: &HostRoot, options: &ScanOptions<'_>) -> Inventory {
         }
     };
     let modern = kernel_lists_resets(root);
-    let mut wanted: HashSet<PciAddress> = HashSet::with_capacity(names.len());
-    for name in &names {
+    // Each name is parsed once; the walk and the link fallback share it.
+    let mut listed: Vec<(PciAddress, OsString)> = Vec::with_capacity(names.len());
+    let mut wanted: FxHashSet<PciAddress> =
+        FxHashSet::with_capacity_and_hasher(names.len(), Default::default());
+    for name in names {
         match name.to_str().and_then(|n| n.parse().ok()) {
             Some(a) => {
                 wanted.insert(a);
+                listed.push((a, name));
             }
             None => inv.warnings.push(global(format!(
                 "sys/bus/pci/devices/{} is not a PCI address; skipped",
@@ -61,46 +67,61 @@ pub fn scan(root: &HostRoot, options: &ScanOptions<'_>) -> Inventory {
     }
     let walked = walk::walk(root, &wanted, modern);
     let mut raws = walked.raws;
-    let reached: HashSet<PciAddress> = raws.iter().map(|r| r.dev.address).collect();
-    for name in &names {
-        let unreached = name
-            .to_str()
-            .and_then(|n| n.parse::<PciAddress>().ok())
-            .is_some_and(|a| !reached.contains(&a));
-        if unreached {
+    let mut reached: FxHashSet<PciAddress> = raws.iter().map(|r| r.dev.address).collect();
+    for (address, name) in &listed {
+        if reached.insert(*address) {
             raws.extend(read::read_device(root, &devices_dir, name, modern));
         }
     }
-    raws.sort_by_key(|r| r.dev.address);
-    raws.dedup_by_key(|r| r.dev.address);
 
-    let mut root_buses: BTreeSet<(u32, u8)> = raws.iter().filter_map(|r| r.root_bus).collect();
-    root_buses.extend(walked.root_buses);
+    // Sorted by address through an index (a device is some 700 bytes, too
+    // big to shuffle around in a sort); the first read of an address wins.
+    let mut order: Vec<(PciAddress, usize)> = raws
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.dev.address, i))
+        .collect();
+    order.sort_unstable();
+    order.dedup_by_key(|(a, _)| *a);
+    let mut slots: Vec<Option<read::RawDevice>> = raws.into_iter().map(Some).collect();
+    let mut root_buses: BTreeSet<(u32, u8)> = walked.root_buses.into_iter().collect();
+    let mut devices: Vec<PciDevice> = Vec::with_capacity(order.len());
+    let mut chains: Vec<Vec<PciAddress>> = Vec::with_capacity(order.len());
+    let mut kernel_methods = Vec::with_capacity(order.len());
+    for (_, i) in order {
+        if let Some(r) = slots.get_mut(i).and_then(Option::take) {
+            root_buses.extend(r.root_bus);
+            chains.push(r.chain);
+            kernel_methods.push(r.reset_method);
+            devices.push(r.dev);
+        }
+    }
+    drop(slots);
     inv.root_buses = root_buses.into_iter().collect();
 
-    let secondary: HashMap<PciAddress, Option<u8>> = raws
+    let secondary = |a: &PciAddress| -> Option<u8> {
+        devices
+            .binary_search_by(|d| d.address.cmp(a))
+            .ok()
+            .and_then(|i| devices.get(i))
+            .and_then(|d| d.secondary_bus)
+    };
+    let paths: Vec<Option<Result<PciPath, String>>> = chains
         .iter()
-        .map(|r| (r.dev.address, r.dev.secondary_bus))
+        .map(|chain| (!chain.is_empty()).then(|| path_of(chain, secondary)))
         .collect();
-    for r in &mut raws {
-        let n = r.chain.len();
+    for ((d, chain), path) in devices.iter_mut().zip(&chains).zip(paths) {
+        let n = chain.len();
         if n >= 2 {
-            r.dev.parent_bridge = r.chain.get(n - 2).copied();
+            d.parent_bridge = chain.get(n - 2).copied();
         }
-        if n > 0 {
-            match path_of(&r.chain, &secondary) {
-                Ok(p) => r.dev.path = Some(p),
-                Err(why) => r.dev.warnings.push(format!("no port id: {why}")),
-            }
+        match path {
+            Some(Ok(p)) => d.path = Some(p),
+            Some(Err(why)) => d.warnings.push(format!("no port id: {why}")),
+            None => {}
         }
     }
 
-    let mut kernel_methods = Vec::with_capacity(raws.len());
-    let mut devices: Vec<PciDevice> = Vec::with_capacity(raws.len());
-    for r in raws {
-        kernel_methods.push(r.reset_method);
-        devices.push(r.dev);
-    }
     fill_siblings(&mut devices);
     fill_iommu_peers(&mut devices);
     reset::fill(&mut devices, &kernel_methods);
@@ -177,9 +198,10 @@ fn flavour(root: &HostRoot) -> HostFlavour {
 
 /// The Qubes port id of the last function of `chain` (spec/admin-api.md
 /// §2.8): each step's bus minus the previous bridge's secondary bus.
+/// `secondary` gives a function's secondary bus number.
 pub(crate) fn path_of(
     chain: &[PciAddress],
-    secondary: &HashMap<PciAddress, Option<u8>>,
+    secondary: impl Fn(&PciAddress) -> Option<u8>,
 ) -> Result<PciPath, String> {
     let mut hops = Vec::with_capacity(chain.len());
     let mut offset: Option<u8> = None;
@@ -199,7 +221,7 @@ pub(crate) fn path_of(
             device: a.device(),
             function: a.function(),
         });
-        offset = secondary.get(a).copied().flatten();
+        offset = secondary(a);
     }
     let domain = chain.first().map_or(0, PciAddress::domain);
     PciPath::new(domain, hops).ok_or_else(|| "empty chain".to_owned())
@@ -225,7 +247,7 @@ fn fill_siblings(devices: &mut [PciDevice]) {
 }
 
 fn fill_iommu_peers(devices: &mut [PciDevice]) {
-    let mut groups: HashMap<u32, Vec<PciAddress>> = HashMap::new();
+    let mut groups: FxHashMap<u32, Vec<PciAddress>> = FxHashMap::default();
     for d in devices.iter() {
         if let Some(g) = d.iommu_group {
             groups.entry(g).or_default().push(d.address);

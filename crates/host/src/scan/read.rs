@@ -7,7 +7,7 @@ use std::path::{Component, Path, PathBuf};
 use qpci_types::{ClassCode, PciAddress};
 
 use super::config;
-use super::devdir::DevDir;
+use super::devdir::{Attr, DevDir};
 use crate::{HostRoot, PciDevice, ResetMethod};
 
 /// How much of `config` the scan reads: the header and every standard
@@ -85,7 +85,7 @@ pub(crate) fn read_at(
     mut raw: RawDevice,
     kernel_lists_resets: bool,
 ) -> RawDevice {
-    let has = |n: &str| dir.has(n);
+    let has = |a: Attr| dir.has(a);
 
     dev.vendor_id = hex_file::<u16>(dir, "vendor", 0xffff, &mut dev.warnings);
     dev.device_id = hex_file::<u16>(dir, "device", 0xffff, &mut dev.warnings);
@@ -94,23 +94,20 @@ pub(crate) fn read_at(
 
     // Config reads are slow on real hardware (each dword is a bus access), so
     // the capabilities are read only when the kernel does not list resets.
-    let config_want = if kernel_lists_resets || has("reset_method") {
-        CONFIG_HEADER
+    let parsed = if kernel_lists_resets || has(Attr::ResetMethod) {
+        dir.read_prefix_with::<CONFIG_HEADER, _>("config", parse_config)
     } else {
-        CONFIG_READ
+        dir.read_prefix_with::<CONFIG_READ, _>("config", parse_config)
     };
-    match dir.read_prefix("config", config_want) {
-        Ok(bytes) => match config::parse(&bytes) {
-            Some(facts) => {
-                dev.header_type = Some(facts.header_type);
-                dev.multifunction = facts.multifunction;
-                dev.config = Some(facts);
-            }
-            None => dev.warnings.push(format!(
-                "config is {} bytes, less than the 64-byte header: header type unknown",
-                bytes.len()
-            )),
-        },
+    match parsed {
+        Ok(Ok(facts)) => {
+            dev.header_type = Some(facts.header_type);
+            dev.multifunction = facts.multifunction;
+            dev.config = Some(facts);
+        }
+        Ok(Err(len)) => dev.warnings.push(format!(
+            "config is {len} bytes, less than the 64-byte header: header type unknown"
+        )),
         Err(e) => dev
             .warnings
             .push(format!("config: {e}: header type and capabilities unknown")),
@@ -136,14 +133,16 @@ pub(crate) fn read_at(
         Some(r) => Some(r),
         None => hex_file::<u8>(dir, "revision", 0xff, &mut dev.warnings),
     };
-    dev.driver = if has("driver") {
+    dev.driver = if has(Attr::Driver) {
         dir.link_name("driver")
     } else {
         None
     };
-    dev.driver_override = optional_text(dir, "driver_override", has("driver_override"))
-        .filter(|v| !v.is_empty() && v != "(null)");
-    if has("iommu_group") {
+    dev.driver_override = optional(dir, Attr::DriverOverride, |v| {
+        (!v.is_empty() && v != "(null)").then(|| v.to_owned())
+    })
+    .flatten();
+    if has(Attr::IommuGroup) {
         match dir.link_name("iommu_group").and_then(|g| g.parse().ok()) {
             Some(g) => dev.iommu_group = Some(g),
             None => dev
@@ -151,23 +150,25 @@ pub(crate) fn read_at(
                 .push("iommu_group link does not name a group number".to_owned()),
         }
     }
-    if has("reset_method") {
-        let words = optional_text(dir, "reset_method", true).unwrap_or_default();
+    if has(Attr::ResetMethod) {
         let mut methods = Vec::new();
-        for w in words.split_whitespace() {
-            match ResetMethod::from_name(w) {
-                Some(m) => methods.push(m),
-                None => dev
-                    .warnings
-                    .push(format!("reset_method lists unknown method {w:?}; ignored")),
+        let warnings = &mut dev.warnings;
+        optional(dir, Attr::ResetMethod, |words| {
+            for w in words.split_whitespace() {
+                match ResetMethod::from_name(w) {
+                    Some(m) => methods.push(m),
+                    None => {
+                        warnings.push(format!("reset_method lists unknown method {w:?}; ignored"));
+                    }
+                }
             }
-        }
+        });
         raw.reset_method = Some(methods);
     } else if kernel_lists_resets {
         raw.reset_method = Some(Vec::new());
     }
-    dev.reset.reset_file = has("reset");
-    if has("secondary_bus_number") {
+    dev.reset.reset_file = has(Attr::Reset);
+    if has(Attr::SecondaryBus) {
         dev.secondary_bus = dec_file(dir, "secondary_bus_number", &mut dev.warnings);
         dev.subordinate_bus = dec_file(dir, "subordinate_bus_number", &mut dev.warnings);
     }
@@ -179,29 +180,34 @@ pub(crate) fn read_at(
         dev.secondary_bus = dev.secondary_bus.or(c.secondary_bus);
         dev.subordinate_bus = dev.subordinate_bus.or(c.subordinate_bus);
     }
-    dev.boot_vga = has("boot_vga") && optional_text(dir, "boot_vga", true).as_deref() == Some("1");
-    dev.numa_node = optional_text(dir, "numa_node", has("numa_node"))
-        .and_then(|n| n.parse::<i32>().ok())
+    dev.boot_vga = optional(dir, Attr::BootVga, |v| v == "1") == Some(true);
+    dev.numa_node = optional(dir, Attr::NumaNode, |n| n.parse::<i32>().ok())
+        .flatten()
         .filter(|n| *n >= 0);
-    if has("physfn") {
+    if has(Attr::Physfn) {
         dev.sriov.physfn = dir.link_name("physfn").and_then(|n| n.parse().ok());
     }
-    let mut vfs: Vec<(u32, PciAddress)> = dir
-        .virtfns()
-        .iter()
-        .filter_map(|e| {
-            let n: u32 = e.strip_prefix("virtfn")?.parse().ok()?;
-            let a = dir.link_name(e)?.parse().ok()?;
-            Some((n, a))
-        })
-        .collect();
-    vfs.sort_unstable();
-    dev.sriov.virtfns = vfs.into_iter().map(|(_, a)| a).collect();
-    if has("sriov_numvfs") {
-        dev.sriov.numvfs = optional_text(dir, "sriov_numvfs", true).and_then(|n| n.parse().ok());
+    if !dir.virtfns().is_empty() {
+        let mut vfs: Vec<(u32, PciAddress)> = dir
+            .virtfns()
+            .iter()
+            .filter_map(|e| {
+                let n: u32 = e.strip_prefix("virtfn")?.parse().ok()?;
+                let a = dir.link_name(e)?.parse().ok()?;
+                Some((n, a))
+            })
+            .collect();
+        vfs.sort_unstable();
+        dev.sriov.virtfns = vfs.into_iter().map(|(_, a)| a).collect();
     }
+    dev.sriov.numvfs = optional(dir, Attr::SriovNumvfs, |n| n.parse().ok()).flatten();
     raw.dev = dev;
     raw
+}
+
+/// [`config::parse`], or the length read when it is shorter than the header.
+fn parse_config(bytes: &[u8]) -> Result<crate::ConfigFacts, usize> {
+    config::parse(bytes).ok_or(bytes.len())
 }
 
 /// Where the link at `link` leads, relative to the root, resolved
@@ -281,14 +287,25 @@ pub(crate) fn root_bus_name(name: &str) -> Option<(u32, u8)> {
 
 /// A small attribute file, trimmed; warns when missing or not UTF-8.
 fn text_file(dir: &DevDir, name: &str, warnings: &mut Vec<String>) -> Option<String> {
-    match dir.read(name) {
-        Ok(bytes) => match String::from_utf8(bytes) {
-            Ok(s) => Some(s.trim().to_owned()),
-            Err(_) => {
-                warnings.push(format!("{name} is not text"));
-                None
-            }
-        },
+    text_with(dir, name, warnings, str::to_owned)
+}
+
+/// Hands the trimmed text of attribute `name` to `f`; warns when the file
+/// is missing or not UTF-8.
+fn text_with<R>(
+    dir: &DevDir,
+    name: &str,
+    warnings: &mut Vec<String>,
+    f: impl FnOnce(&str) -> R,
+) -> Option<R> {
+    match dir.read_with(name, |bytes| {
+        std::str::from_utf8(bytes).map(|s| f(s.trim()))
+    }) {
+        Ok(Ok(r)) => Some(r),
+        Ok(Err(_)) => {
+            warnings.push(format!("{name} is not text"));
+            None
+        }
         Err(e) => {
             warnings.push(format!("{name}: {e}"));
             None
@@ -296,13 +313,17 @@ fn text_file(dir: &DevDir, name: &str, warnings: &mut Vec<String>) -> Option<Str
     }
 }
 
-/// An optional file, read only when `present`; silent when unreadable.
-fn optional_text(dir: &DevDir, name: &str, present: bool) -> Option<String> {
-    if !present {
+/// An optional attribute's trimmed text handed to `f`, read only when the
+/// listing showed it; silent when unreadable or not UTF-8.
+fn optional<R>(dir: &DevDir, attr: Attr, f: impl FnOnce(&str) -> R) -> Option<R> {
+    if !dir.has(attr) {
         return None;
     }
-    let bytes = dir.read(name).ok()?;
-    String::from_utf8(bytes).ok().map(|s| s.trim().to_owned())
+    dir.read_with(attr.name(), |bytes| {
+        std::str::from_utf8(bytes).ok().map(|s| f(s.trim()))
+    })
+    .ok()
+    .flatten()
 }
 
 /// A `0x…` hex attribute no larger than `max`.
@@ -312,34 +333,42 @@ fn hex_file<T: TryFrom<u32>>(
     max: u32,
     warnings: &mut Vec<String>,
 ) -> Option<T> {
-    let text = text_file(dir, name, warnings)?;
-    let digits = text.strip_prefix("0x").unwrap_or(&text);
-    let parsed =
-        (!digits.is_empty() && digits.len() <= 8 && digits.bytes().all(|b| b.is_ascii_hexdigit()))
-            .then(|| u32::from_str_radix(digits, 16).ok())
-            .flatten()
-            .filter(|v| *v <= max)
-            .and_then(|v| T::try_from(v).ok());
-    if parsed.is_none() {
-        warnings.push(format!(
-            "{name} reads {:?}, not a hex value up to {max:#x}",
-            shorten(&text)
-        ));
+    let parsed = text_with(dir, name, warnings, |text| {
+        let digits = text.strip_prefix("0x").unwrap_or(text);
+        let value = (!digits.is_empty()
+            && digits.len() <= 8
+            && digits.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| u32::from_str_radix(digits, 16).ok())
+        .flatten()
+        .filter(|v| *v <= max)
+        .and_then(|v| T::try_from(v).ok());
+        value.ok_or_else(|| shorten(text))
+    })?;
+    match parsed {
+        Ok(v) => Some(v),
+        Err(text) => {
+            warnings.push(format!(
+                "{name} reads {text:?}, not a hex value up to {max:#x}"
+            ));
+            None
+        }
     }
-    parsed
 }
 
 /// A decimal bus number file.
 fn dec_file(dir: &DevDir, name: &str, warnings: &mut Vec<String>) -> Option<u8> {
-    let text = text_file(dir, name, warnings)?;
-    let parsed = text.parse::<u8>().ok();
-    if parsed.is_none() {
-        warnings.push(format!(
-            "{name} reads {:?}, not a bus number (decimal 0-255)",
-            shorten(&text)
-        ));
+    let parsed = text_with(dir, name, warnings, |text| {
+        text.parse::<u8>().map_err(|_| shorten(text))
+    })?;
+    match parsed {
+        Ok(v) => Some(v),
+        Err(text) => {
+            warnings.push(format!(
+                "{name} reads {text:?}, not a bus number (decimal 0-255)"
+            ));
+            None
+        }
     }
-    parsed
 }
 
 fn shorten(text: &str) -> String {

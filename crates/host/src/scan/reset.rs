@@ -1,9 +1,11 @@
 //! Reset capability and reset domains (spec/linux-pci.md §7, DESIGN.md M6/M7).
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 
 use qpci_types::PciAddress;
 
+use super::fx::FxHashMap;
 use crate::{PciDevice, ResetDomain, ResetInfo, ResetMethod, ResetSource};
 
 /// The reset facts of one function: the kernel's `reset_method` words
@@ -59,9 +61,9 @@ pub fn reset_info(
 
 /// What a reset of `dev` drags along: alone with a function-level reset;
 /// else the parent bridge's whole secondary bus; else nothing can reset it.
-pub fn reset_domain(
+pub fn reset_domain<S: BuildHasher>(
     dev: &PciDevice,
-    bus_members: &HashMap<PciAddress, Vec<PciAddress>>,
+    bus_members: &HashMap<PciAddress, Vec<PciAddress>, S>,
 ) -> ResetDomain {
     if dev.reset.has_function_reset() {
         return ResetDomain::Alone;
@@ -81,8 +83,8 @@ pub fn reset_domain(
 /// Fills `reset` and `reset_domain` of every device; `kernel` holds each
 /// device's `reset_method` words (same order as `devices`).
 pub(crate) fn fill(devices: &mut [PciDevice], kernel: &[Option<Vec<ResetMethod>>]) {
-    let mut on_bus: HashMap<(u32, u8), usize> = HashMap::new();
-    let mut members: HashMap<PciAddress, Vec<PciAddress>> = HashMap::new();
+    let mut on_bus: FxHashMap<(u32, u8), usize> = FxHashMap::default();
+    let mut members: FxHashMap<PciAddress, Vec<PciAddress>> = FxHashMap::default();
     for d in devices.iter() {
         *on_bus
             .entry((d.address.domain(), d.address.bus()))

@@ -4,12 +4,13 @@
 //! Devices the walk does not reach (a root bus elsewhere below
 //! `sys/devices`, an odd link) are read through their `sys/bus/pci` link.
 
-use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use qpci_types::PciAddress;
 
-use super::devdir::DevDir;
-use super::read::{RawDevice, read_at, root_bus_name};
+use super::devdir::{ChildKind, DevDir};
+use super::fx::FxHashSet;
+use super::read::{RawDevice, read_at};
 use crate::{HostRoot, PciDevice};
 
 /// Deeper nesting than this is taken as a loop in a broken tree.
@@ -28,47 +29,64 @@ pub(crate) struct Walked {
 
 /// Walks the root buses in `sys/devices`, reading each function listed in
 /// `wanted`; subtrees are spread over the CPUs, since sysfs reads are
-/// syscall-bound and independent.
-pub(crate) fn walk(root: &HostRoot, wanted: &HashSet<PciAddress>, modern: bool) -> Walked {
-    let top = DevDir::open(&root.join("sys/devices"));
+/// syscall-bound and independent. Each thread takes the next subtree when
+/// done with one, so a thread the scheduler holds back does not hold up
+/// the scan with a fixed share.
+pub(crate) fn walk(root: &HostRoot, wanted: &FxHashSet<PciAddress>, modern: bool) -> Walked {
+    let top = DevDir::open_top(&root.join("sys/devices"));
     let buses: Vec<((u32, u8), DevDir)> = top
         .children()
         .iter()
-        .filter_map(|n| root_bus_name(n).map(|rb| (rb, DevDir::open_at(&top, n))))
+        .filter_map(|c| match c.kind {
+            ChildKind::RootBus(rb) => Some((rb, DevDir::open_at(&top, &c.name))),
+            ChildKind::Function(_) => None,
+        })
         .collect();
-    let items: Vec<(usize, &str)> = buses
+    let items: Vec<(usize, usize)> = buses
         .iter()
         .enumerate()
-        .flat_map(|(i, (_, d))| d.children().iter().map(move |c| (i, c.as_str())))
+        .flat_map(|(i, (_, d))| (0..d.children().len()).map(move |c| (i, c)))
         .collect();
-    let run = |part: &[(usize, &str)]| {
+    let next = AtomicUsize::new(0);
+    let run = || {
         let mut out = Walked::default();
-        for &(i, name) in part {
-            if let Some((rb, dir)) = buses.get(i) {
-                visit(dir, name, *rb, &[], wanted, modern, &mut out, 0);
+        while let Some(&(i, c)) = items.get(next.fetch_add(1, Ordering::Relaxed)) {
+            if let Some((rb, dir)) = buses.get(i)
+                && let Some(child) = dir.children().get(c)
+            {
+                visit(
+                    dir,
+                    &child.name,
+                    child.kind,
+                    *rb,
+                    &[],
+                    wanted,
+                    modern,
+                    &mut out,
+                    0,
+                );
             }
         }
         out
     };
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
-        .min(8);
-    let mut all = if threads < 2 || wanted.len() < PARALLEL_FROM || items.len() < 2 {
-        run(&items)
+        .min(8)
+        .min(items.len());
+    let mut all = if threads < 2 || wanted.len() < PARALLEL_FROM {
+        run()
     } else {
-        let chunk = items.len().div_ceil(threads);
         std::thread::scope(|s| {
-            let handles: Vec<_> = items
-                .chunks(chunk)
-                .map(|part| (part, s.spawn(move || run(part))))
-                .collect();
-            let mut all = Walked::default();
-            for (part, h) in handles {
-                // A reader cannot panic on host data; should one still, its
-                // share is read again here rather than lost.
-                let got = h.join().unwrap_or_else(|_| run(part));
-                all.raws.extend(got.raws);
-                all.root_buses.extend(got.root_buses);
+            let handles: Vec<_> = (1..threads).map(|_| s.spawn(run)).collect();
+            // This thread takes its share too.
+            let mut all = run();
+            for h in handles {
+                // A reader cannot panic on host data; should one still, the
+                // subtrees it had taken are read through their links later.
+                if let Ok(got) = h.join() {
+                    all.raws.extend(got.raws);
+                    all.root_buses.extend(got.root_buses);
+                }
             }
             all
         })
@@ -83,9 +101,10 @@ pub(crate) fn walk(root: &HostRoot, wanted: &HashSet<PciAddress>, modern: bool) 
 fn visit(
     parent: &DevDir,
     name: &str,
+    kind: ChildKind,
     rb: (u32, u8),
     chain: &[PciAddress],
-    wanted: &HashSet<PciAddress>,
+    wanted: &FxHashSet<PciAddress>,
     modern: bool,
     out: &mut Walked,
     depth: usize,
@@ -93,16 +112,26 @@ fn visit(
     if depth > MAX_DEPTH {
         return;
     }
-    if let Some(nested) = root_bus_name(name) {
-        let dir = DevDir::open_at(parent, name);
-        out.root_buses.push(nested);
-        for c in dir.children() {
-            visit(&dir, c, nested, &[], wanted, modern, out, depth + 1);
+    let address = match kind {
+        ChildKind::RootBus(nested) => {
+            let dir = DevDir::open_at(parent, name);
+            out.root_buses.push(nested);
+            for c in dir.children() {
+                visit(
+                    &dir,
+                    &c.name,
+                    c.kind,
+                    nested,
+                    &[],
+                    wanted,
+                    modern,
+                    out,
+                    depth + 1,
+                );
+            }
+            return;
         }
-        return;
-    }
-    let Ok(address) = name.parse::<PciAddress>() else {
-        return;
+        ChildKind::Function(address) => address,
     };
     let dir = DevDir::open_at(parent, name);
     let mut below = Vec::with_capacity(chain.len() + 1);
@@ -122,6 +151,16 @@ fn visit(
         out.raws.push(read_at(&dir, dev, raw, modern));
     }
     for c in dir.children() {
-        visit(&dir, c, rb, &below, wanted, modern, out, depth + 1);
+        visit(
+            &dir,
+            &c.name,
+            c.kind,
+            rb,
+            &below,
+            wanted,
+            modern,
+            out,
+            depth + 1,
+        );
     }
 }
