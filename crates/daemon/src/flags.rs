@@ -88,10 +88,8 @@ fn secs(what: &str, v: f64) -> anyhow::Result<Duration> {
 impl Flags {
     /// Checks the flags and works out the paths.
     pub fn into_config(self) -> anyhow::Result<Config> {
-        if self.backend == Backend::Libvirt {
-            bail!(
-                "the libvirt backend is not built yet: use --backend sim (the default), which computes starts without touching the host"
-            );
+        if !crate::backend::built(self.backend) {
+            bail!("{}", crate::backend::NOT_BUILT);
         }
         let layout = Layout::new(
             self.system,
@@ -108,11 +106,10 @@ impl Flags {
             Flavour::Xen => HostFlavour::Xen,
             Flavour::Kvm => HostFlavour::Kvm,
         });
-        if let Some(uri) = &self.libvirt_uri {
-            tracing::debug!(uri, "--libvirt-uri has no effect on the sim backend");
-        }
         Ok(Config {
             layout,
+            backend: self.backend,
+            libvirt_uri: self.libvirt_uri,
             host_root,
             pci_ids: self.pci_ids,
             flavour,
@@ -130,10 +127,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn libvirt_is_refused_clearly() {
-        let f = Flags::try_parse_from(["qpcid", "--backend", "libvirt"]).unwrap();
-        let e = f.into_config().unwrap_err().to_string();
-        assert!(e.contains("not built yet"), "{e}");
+    fn libvirt_needs_the_feature() {
+        let f = Flags::try_parse_from([
+            "qpcid",
+            "--backend",
+            "libvirt",
+            "--libvirt-uri",
+            "test:///default",
+        ])
+        .unwrap();
+        let config = f.into_config();
+        if cfg!(feature = "libvirt") {
+            let c = config.unwrap();
+            assert_eq!(c.backend, Backend::Libvirt);
+            assert_eq!(c.libvirt_uri.as_deref(), Some("test:///default"));
+        } else {
+            assert_eq!(
+                config.unwrap_err().to_string(),
+                "qpcid was built without libvirt support: cargo build -p qpcid --features libvirt"
+            );
+        }
     }
 
     #[test]

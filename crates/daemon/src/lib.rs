@@ -12,6 +12,7 @@
 //! the state file format (`qpci-store`) and the wire types (`qpci-api`).
 #![deny(missing_docs)]
 
+pub mod backend;
 pub mod commit;
 pub mod dispatch;
 pub mod events;

@@ -30,7 +30,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use qpci_api::{MAX_REQUEST, RawRequest, Reply};
-use qpci_core::hypervisor::SimHypervisor;
 use qpci_core::registry::Registry;
 use qpci_host::{HostFlavour, HostRoot, PciIds};
 use qpci_store::{StateFile, StoreError};
@@ -57,6 +56,10 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Config {
     /// Socket, pid file and state folder.
     pub layout: Layout,
+    /// `--backend`.
+    pub backend: crate::flags::Backend,
+    /// `--libvirt-uri` (default by flavour).
+    pub libvirt_uri: Option<String>,
     /// The host root (`--sysfs-root`).
     pub host_root: HostRoot,
     /// `--pci-ids`; `None` for the system's pci.ids.
@@ -96,8 +99,8 @@ pub enum ServerError {
     #[error(transparent)]
     Names(#[from] qpci_host::names::NamesError),
     /// The hypervisor backend could not be opened.
-    #[error("opening the sim backend: {0}")]
-    Backend(#[from] qpci_core::hypervisor::HypervisorError),
+    #[error(transparent)]
+    Backend(#[from] crate::backend::BackendError),
     /// The `qubes` group is missing (system mode).
     #[error(transparent)]
     Group(#[from] GroupError),
@@ -160,7 +163,13 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             registry
         }
     };
-    let hypervisor = SimHypervisor::open(&layout.state_dir)?;
+    let hypervisor = crate::backend::open(
+        config.backend,
+        config.libvirt_uri.as_deref(),
+        &layout.state_dir,
+        flavour,
+        &mut host,
+    )?;
     let group = if layout.system {
         Some(Group::lookup(Path::new("/"), QUBES_GROUP)?)
     } else {
@@ -176,7 +185,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     let hub = EventHub::new();
     let owner = crate::state::spawn(Parts {
         registry,
-        hypervisor: Box::new(hypervisor),
+        hypervisor,
         host: Box::new(host),
         flavour,
         table,
