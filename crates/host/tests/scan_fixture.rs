@@ -132,17 +132,39 @@ fn driver_override_is_read() {
 }
 
 #[test]
+fn a_good_modalias_wins_over_garbled_id_files() {
+    let mut t = PciTopology::laptop();
+    t.device("0000:00:1f.3")
+        .file("vendor", "0xzzzz\n")
+        .omit("class");
+    let tree = t.build();
+    let inv = scan_tree(&tree);
+    let dev = inv.device(&addr("0000:00:1f.3")).expect("listed");
+    assert_eq!(dev.vendor_id, Some(0x8086));
+    assert!(dev.class.is_some());
+}
+
+#[test]
 fn odd_devices_never_break_the_scan() {
     let mut t = PciTopology::laptop();
-    t.device("0000:00:14.0").omit("class");
-    t.device("0000:00:1f.3").file("vendor", "0xzzzz\n");
+    // vendor, device and class come from modalias when it is well formed
+    // (the kernel prints both from the same fields); garble it too so the
+    // files are what is read.
+    t.device("0000:00:14.0")
+        .omit("class")
+        .file("modalias", "garbage\n");
+    t.device("0000:00:1f.3")
+        .file("vendor", "0xzzzz\n")
+        .file("modalias", "garbage\n");
     t.device("0000:00:1f.4").omit("config");
     t.device("0000:00:1f.5").config_len(10);
     t.device("0000:00:1c.0")
         .file("secondary_bus_number", "two\n");
     t.device("0000:02:00.0")
         .file("modalias", [0xff, 0xfe, 0x00]);
-    t.device("0000:03:00.0").file("device", "0x123456\n");
+    t.device("0000:03:00.0")
+        .file("device", "0x123456\n")
+        .file("modalias", "garbage\n");
     let tree = t.build();
     tree.write("sys/bus/pci/devices/not-a-device", "");
     tree.symlink(

@@ -87,10 +87,24 @@ pub(crate) fn read_at(
 ) -> RawDevice {
     let has = |a: Attr| dir.has(a);
 
-    dev.vendor_id = hex_file::<u16>(dir, "vendor", 0xffff, &mut dev.warnings);
-    dev.device_id = hex_file::<u16>(dir, "device", 0xffff, &mut dev.warnings);
-    dev.class =
-        hex_file::<u32>(dir, "class", 0xff_ffff, &mut dev.warnings).map(ClassCode::from_raw);
+    // The kernel prints `vendor`, `device`, `class` and `modalias` from the
+    // same fields, so a modalias that parses spares three opens; the files
+    // are read only when it is missing or garbled. A garbled file next to a
+    // good modalias is therefore not seen (it cannot happen on a real sysfs).
+    dev.modalias = text_file(dir, "modalias", &mut dev.warnings);
+    match dev.modalias.as_deref().and_then(modalias_ids) {
+        Some((vendor, device, class)) => {
+            dev.vendor_id = Some(vendor);
+            dev.device_id = Some(device);
+            dev.class = Some(ClassCode::from_raw(class));
+        }
+        None => {
+            dev.vendor_id = hex_file::<u16>(dir, "vendor", 0xffff, &mut dev.warnings);
+            dev.device_id = hex_file::<u16>(dir, "device", 0xffff, &mut dev.warnings);
+            dev.class = hex_file::<u32>(dir, "class", 0xff_ffff, &mut dev.warnings)
+                .map(ClassCode::from_raw);
+        }
+    }
 
     // Config reads are slow on real hardware (each dword is a bus access), so
     // the capabilities are read only when the kernel does not list resets.
@@ -113,7 +127,6 @@ pub(crate) fn read_at(
             .push(format!("config: {e}: header type and capabilities unknown")),
     }
 
-    dev.modalias = text_file(dir, "modalias", &mut dev.warnings);
     // The kernel prints `modalias` and `subsystem_*` from the same fields and
     // `revision` from the config byte, so those two sources spare three
     // opens per device; the files are read only when a source is unusable.
@@ -270,6 +283,28 @@ pub(crate) fn modalias_subsystem(modalias: &str) -> Option<(u16, u16)> {
     let sd = field(rest.get(8 + 1 + 8 + 2 + 8 + 2..8 + 1 + 8 + 2 + 8 + 2 + 8)?)?;
     let shape = rest.get(8..9)? == "d" && rest.get(17..19)? == "sv" && rest.get(27..29)? == "sd";
     shape.then_some((sv, sd))
+}
+
+/// Vendor, device and class of a whole, well-formed modalias,
+/// `pci:v%08Xd%08Xsv%08Xsd%08Xbc%02Xsc%02Xi%02X`.
+pub(crate) fn modalias_ids(modalias: &str) -> Option<(u16, u16, u32)> {
+    modalias_subsystem(modalias)?;
+    let rest = modalias.strip_prefix("pci:v")?;
+    let hex = |at: usize, len: usize| -> Option<u32> {
+        let s = rest.get(at..at + len)?;
+        s.bytes()
+            .all(|b| b.is_ascii_hexdigit())
+            .then(|| u32::from_str_radix(s, 16).ok())
+            .flatten()
+    };
+    let shape = rest.len() == 48
+        && rest.get(37..39)? == "bc"
+        && rest.get(41..43)? == "sc"
+        && rest.get(45..46)? == "i";
+    let vendor = u16::try_from(hex(0, 8)?).ok()?;
+    let device = u16::try_from(hex(9, 8)?).ok()?;
+    let class = (hex(39, 2)? << 16) | (hex(43, 2)? << 8) | hex(46, 2)?;
+    shape.then_some((vendor, device, class))
 }
 
 /// Parses a root-bus directory name `pciDDDD:BB` (domain 4 or more hex digits).
