@@ -11,6 +11,7 @@
 //! | [`METHOD_INVENTORY`] | dom0 | — | — | [`InventoryReport`] (with `used_by` filled) |
 //! | [`METHOD_LIST`] | dom0 | — | — | [`ListReport`] |
 //! | [`METHOD_START_PLAN`] | the qube | — | — | [`StartPlanReport`]; a refused start is the exception `admin.vm.Start` would send |
+//! | [`METHOD_SET_OPTIONS`] | the qube | the assignment's qarg, as for `Unassign` | [`SetOptionsRequest`] | [`SetOptionsReport`] |
 
 use std::collections::BTreeMap;
 
@@ -25,6 +26,9 @@ pub const METHOD_INVENTORY: &str = "qpci.host.Inventory";
 pub const METHOD_LIST: &str = "qpci.List";
 /// `qpci.vm.StartPlan`: the dry run of `admin.vm.Start` ([`StartPlanReport`]).
 pub const METHOD_START_PLAN: &str = "qpci.vm.StartPlan";
+/// `qpci.vm.device.pci.SetOptions`: replaces the options of one stored PCI
+/// assignment in one atomic call ([`SetOptionsRequest`] -> [`SetOptionsReport`]).
+pub const METHOD_SET_OPTIONS: &str = "qpci.vm.device.pci.SetOptions";
 
 /// `qpci.List`: everything `qvm-pci list [-s] [--with-sbdf] [--details]`
 /// needs, in one reply.
@@ -239,6 +243,32 @@ pub struct PlanWarning {
     pub kind: String,
     /// The warning as a sentence.
     pub message: String,
+}
+
+/// The payload of `qpci.vm.device.pci.SetOptions`: the complete new option
+/// set of the assignment the argument names (an option left out is turned
+/// off). Names and values are validated as `Assign` validates them: known
+/// options only, boolean values (`true`/`false`/`yes`/`no`/`1`/`0`/`on`/`off`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetOptionsRequest {
+    /// Option name to value, `{"no-strict-reset": "true"}`.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+/// The reply of `qpci.vm.device.pci.SetOptions`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetOptionsReport {
+    /// The qube.
+    pub qube: String,
+    /// The assignment, `backend:port:devid`.
+    pub device: String,
+    /// The options now stored, each `"True"`.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+    /// `false` when the options were already these (nothing was written).
+    #[serde(default)]
+    pub changed: bool,
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@
 //! | `device_pci` | `admin.vm.device.pci.*` |
 //! | `device_other` | `admin.deviceclass.List`, other classes, `admin.vm.device.denied.*` |
 //! | `qpci_ext` | `qpci.host.Inventory`, `qpci.List`, `qpci.vm.StartPlan` |
+//! | `set_options` | `qpci.vm.device.pci.SetOptions` |
 
 pub mod convert;
 mod device_other;
@@ -27,6 +28,7 @@ mod listing;
 mod power;
 mod property;
 mod qpci_ext;
+mod set_options;
 mod tag;
 mod vm;
 
@@ -55,6 +57,7 @@ pub fn all() -> Vec<(MethodSpec, Handler)> {
     out.extend(device_pci::methods());
     out.extend(device_other::methods());
     out.extend(qpci_ext::methods());
+    out.extend(set_options::methods());
     out
 }
 

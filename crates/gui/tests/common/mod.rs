@@ -1,0 +1,173 @@
+//! A real qpcid for the GUI tests: built with `cargo build -p qpcid` into
+//! this test's target directory (the gui crate cannot depend on the daemon
+//! crate), started on a temporary socket and state with a fixture host tree
+//! (the laptop of qpci-fixture, KVM flavour with IOMMU groups) and a small
+//! pci.ids, so names and snapshots do not depend on the machine.
+//!
+//! When qpcid cannot be built or does not come up, the tests are skipped
+//! with a note, unless `QPCI_E2E_REQUIRED=1`.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use qpci_api::Client;
+use qpci_fixture::HostTree;
+use qpci_fixture::pci::PciTopology;
+
+/// `target/<profile>`, the folder holding this test's binaries.
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().to_path_buf()
+}
+
+/// The qpcid binary, built on first use; `None` when it cannot be built.
+pub fn qpcid() -> Option<PathBuf> {
+    static BUILT: OnceLock<Option<PathBuf>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
+            let release = target_dir().file_name().is_some_and(|n| n == "release");
+            let status = Command::new(cargo)
+                .args(["build", "-q", "-p", "qpcid", "--manifest-path"])
+                .arg(&manifest)
+                .args(release.then_some("--release"))
+                .stdin(Stdio::null())
+                .status();
+            let path = target_dir().join("qpcid");
+            match status {
+                Ok(s) if s.success() && path.exists() => Some(path),
+                other => {
+                    eprintln!("note: qpcid could not be built ({other:?})");
+                    None
+                }
+            }
+        })
+        .clone()
+}
+
+/// Skips (returns `None`) or fails, as `QPCI_E2E_REQUIRED` says.
+pub fn unavailable<T>(why: &str) -> Option<T> {
+    if std::env::var_os("QPCI_E2E_REQUIRED").is_some_and(|v| v == "1") {
+        panic!("GUI test needs qpcid: {why}");
+    }
+    eprintln!("note: skipping a GUI test: {why}");
+    None
+}
+
+/// A running qpcid with its folders and host tree.
+pub struct Daemon {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub tree: HostTree,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+}
+
+/// The laptop fixture (KVM: IOMMU groups; a host bridge, root ports, a
+/// Thunderbolt switch, USB, Wi-Fi, NVMe behind VMD, ...).
+pub fn laptop() -> HostTree {
+    PciTopology::laptop().build()
+}
+
+impl Daemon {
+    /// Starts qpcid over `tree`, then creates the template `fedora` and the
+    /// qubes `work` and `sys-usb`; `None` when qpcid is unavailable.
+    pub fn start(tree: HostTree) -> Option<Self> {
+        let Some(qpcid) = qpcid() else {
+            return unavailable("qpcid does not build");
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("qubesd.sock");
+        let state = dir.path().join("state");
+        let log = dir.path().join("qpcid.log");
+        std::fs::create_dir_all(&state).unwrap();
+        let ids = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pci.ids");
+        let log_file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(qpcid)
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--sysfs-root")
+            .arg(tree.root())
+            .arg("--pci-ids")
+            .arg(&ids)
+            .args(["--backend", "sim", "--log-level", "info"])
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file)
+            .spawn()
+            .unwrap();
+        let mut d = Self {
+            child,
+            dir,
+            tree,
+            socket,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while UnixStream::connect(&d.socket).is_err() {
+            if Instant::now() > deadline || d.child.try_wait().ok().flatten().is_some() {
+                let log = std::fs::read_to_string(&d.log).unwrap_or_default();
+                d.stop();
+                return unavailable(&format!("qpcid did not come up:\n{log}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        d.ok(
+            "admin.vm.Create.TemplateVM",
+            "",
+            "dom0",
+            b"name=fedora label=black",
+        );
+        for q in ["work", "sys-usb"] {
+            d.ok(
+                "admin.vm.Create.AppVM",
+                "fedora",
+                "dom0",
+                format!("name={q} label=red").as_bytes(),
+            );
+        }
+        Some(d)
+    }
+
+    /// A client of this daemon.
+    pub fn client(&self) -> Client {
+        Client::new(&self.socket)
+    }
+
+    /// A call that must succeed; returns its data.
+    pub fn ok(&self, method: &str, arg: &str, dest: &str, payload: &[u8]) -> Vec<u8> {
+        match self.client().call(method, arg, dest, payload) {
+            Ok(data) => data,
+            Err(e) => panic!("{method}+{arg} {dest}: {e}"),
+        }
+    }
+
+    /// `admin.vm.device.pci.Assigned` of `qube`, as text.
+    pub fn assigned(&self, qube: &str) -> String {
+        String::from_utf8(self.ok("admin.vm.device.pci.Assigned", "", qube, b"")).unwrap()
+    }
+
+    /// A property's `Get` reply.
+    pub fn prop(&self, qube: &str, name: &str) -> String {
+        String::from_utf8(self.ok("admin.vm.property.Get", name, qube, b"")).unwrap()
+    }
+
+    /// Stops the daemon.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
