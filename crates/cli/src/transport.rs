@@ -58,33 +58,8 @@ const KEY_ERRORS: [&str; 4] = [
     "DeviceNotFound",
 ];
 
-/// Python's `repr` of a string: single quotes, or double quotes when the
-/// text holds a `'` and no `"`.
-pub fn py_repr(text: &str) -> String {
-    let quote = if text.contains('\'') && !text.contains('"') {
-        '"'
-    } else {
-        '\''
-    };
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push(quote);
-    for c in text.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c == quote => {
-                out.push('\\');
-                out.push(c);
-            }
-            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push(quote);
-    out
-}
+/// Python's `repr` of a string (Qubes' device errors are repr-quoted).
+pub use qpci_types::py_repr;
 
 /// `str()` of the client exception built from an error frame.
 pub fn exception_text(e: &ExceptionReply) -> String {

@@ -22,6 +22,7 @@ mod hex;
 mod identity;
 mod options;
 mod path;
+mod pyrepr;
 mod qube;
 
 pub use address::{AddressError, PciAddress};
@@ -29,6 +30,7 @@ pub use class::{ClassCode, ClassError};
 pub use identity::{DeviceIdentity, DeviceInterface, IdentityError};
 pub use options::{AssignOptions, OptionError, PciOption, parse_bool};
 pub use path::{PathError, PathHop, PciPath};
+pub use pyrepr::py_repr;
 pub use qube::{QubeName, QubeNameError};
 
 /// Longest identifier text any parser here looks at; longer input is refused

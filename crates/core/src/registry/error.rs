@@ -141,35 +141,8 @@ impl fmt::Display for LoadWarning {
     }
 }
 
-/// Python's `repr()` of a text: quoted with `'` (or `"` when the text holds
-/// `'` and no `"`), with backslashes, quotes and control characters escaped.
-pub fn py_repr(s: &str) -> String {
-    let quote = if s.contains('\'') && !s.contains('"') {
-        '"'
-    } else {
-        '\''
-    };
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push(quote);
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c == quote => {
-                out.push('\\');
-                out.push(c);
-            }
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                out.push_str(&format!("\\x{:02x}", c as u32));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push(quote);
-    out
-}
+/// Python's `repr()` of a text (shared with the policy and the CLI).
+pub use qpci_types::py_repr;
 
 #[cfg(test)]
 mod tests {
