@@ -4,15 +4,19 @@
 //! a live Attach is refused, Unassign by port works for an absent device,
 //! and a Detach of an attached device no longer assigned is carried out.
 
+use std::cell::RefCell;
+use std::sync::{Arc, Weak};
+
 use qpci_core::orchestrate::{self, OrchestrateError};
 use qpci_core::policy::{
     AssignRequest, DeviceKey, Refusal, RequestedMode, plan_assign, plan_attach, plan_unassign,
 };
 use qpci_core::registry::{AssignMode, AssignmentProblem, PortSpec, py_repr};
+use qpci_host::Inventory;
 use qpci_types::{DeviceIdentity, QubeName};
 
 use super::devwire::{
-    AssignmentLine, VirtualDevice, available_line, parse_assignment, parse_qarg, sorted_lines,
+    AssignmentLine, AvailableLines, VirtualDevice, parse_assignment, parse_qarg, sorted_lines,
 };
 use super::listing::{attached_views, port_text, wire_safe_port, without_devices};
 use super::{changed, convert, event, qube, refused, reg, spec};
@@ -97,21 +101,51 @@ pub(crate) fn methods() -> Vec<(MethodSpec, Handler)> {
     ]
 }
 
+/// The `Available` reply rendered from one inventory. Its lines depend on
+/// the inventory alone (not on assignments or runtime), and the host source
+/// hands out the same `Arc` until it rescans, so the pointer identifies the
+/// content. The `Weak` keeps the allocation (not the inventory) alive: the
+/// address cannot be reused by a later inventory while the entry holds it.
+struct RenderedAvailable {
+    inventory: Weak<Inventory>,
+    lines: AvailableLines,
+}
+
+thread_local! {
+    /// The last `Available` reply rendered on this thread (handlers run on
+    /// the state owner's thread, one at a time).
+    static AVAILABLE: RefCell<Option<RenderedAvailable>> = const { RefCell::new(None) };
+}
+
 /// `Available`: what dom0 exposes (every function, bridges included); empty
 /// for any other qube. With an argument, only the device at that port.
+/// Rendered once per inventory; later calls copy the cached reply.
 fn available(ctx: &mut Ctx<'_>, call: &Call) -> Result<Outcome, Exc> {
     if !call.dest.is_dom0() {
         return Ok(Outcome::default());
     }
     let inventory = ctx.host.inventory(false);
-    let lines = inventory
-        .devices
-        .iter()
-        .filter_map(|d| convert::port_id(d).map(|p| (d, p)))
-        .filter(|(_, p)| call.untrusted_arg.is_empty() || p.to_string() == call.untrusted_arg)
-        .map(|(d, p)| available_line(d, &p))
-        .collect();
-    Ok(Outcome::data(sorted_lines(lines)))
+    let data = AVAILABLE.with_borrow_mut(|cache| {
+        let hit = cache
+            .as_ref()
+            .is_some_and(|c| std::ptr::eq(c.inventory.as_ptr(), Arc::as_ptr(&inventory)));
+        if !hit {
+            *cache = Some(RenderedAvailable {
+                inventory: Arc::downgrade(&inventory),
+                lines: AvailableLines::render(
+                    inventory
+                        .devices
+                        .iter()
+                        .filter_map(|d| convert::port_id(d).map(|p| (d, p))),
+                ),
+            });
+        }
+        cache
+            .as_ref()
+            .map(|c| c.lines.reply(&call.untrusted_arg))
+            .unwrap_or_default()
+    });
+    Ok(Outcome::data(data))
 }
 
 /// The `<backend>+<port>` filter of `Assigned` and `Attached`.

@@ -97,44 +97,120 @@ fn item(key: &str, value: &str) -> String {
     format!("{key}='{}'", safe_value(value).replace('\'', "\\'"))
 }
 
-/// The `Available` line of a device (§2.6), `\n` included:
-/// `<port>:<devid> device_id=.. port_id=.. devclass='pci' backend_domain='dom0'
-/// [vendor=..] [product=..] interfaces=.. _sbdf=..`.
-pub(crate) fn available_line(device: &PciDevice, port: &PciPath) -> (String, String) {
-    let devid = device.identity().to_string();
-    let head = format!("{port}:{devid}");
-    let port_text = port.to_string();
-    let mut items = vec![
-        item("device_id", &devid),
-        item("port_id", &port_text),
-        item("devclass", "pci"),
-        item("backend_domain", "dom0"),
-    ];
-    for (key, value) in [
-        ("vendor", device.names.vendor.as_deref()),
-        ("product", device.names.device.as_deref()),
-    ] {
-        if let Some(v) = value.filter(|v| *v != "unknown") {
-            items.push(item(key, v));
+/// Appends `value` made safe (see [`safe_value`]) with `'` escaped as
+/// `\'`, as the quoted part of a `key='value'` item.
+fn push_quoted(out: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '\'' => out.push_str("\\'"),
+            c if kv::is_value_char(c) => out.push(c),
+            _ => out.push('_'),
         }
     }
-    let interfaces: String = device
-        .identity()
-        .interfaces()
-        .iter()
-        .map(|i| i.as_str().to_owned())
-        .collect();
-    items.push(item(
-        "interfaces",
-        if interfaces.is_empty() {
-            "?******"
-        } else {
-            &interfaces
-        },
-    ));
-    items.push(item("_sbdf", &device.address.to_string()));
-    let line = format!("{head} {}\n", items.join(" "));
-    (head, line)
+}
+
+/// Appends ` key='value'` (see [`item`]).
+fn push_item(out: &mut String, key: &str, value: &str) {
+    out.push(' ');
+    out.push_str(key);
+    out.push_str("='");
+    push_quoted(out, value);
+    out.push('\'');
+}
+
+/// The `Available` reply of a set of devices, rendered once: every line in
+/// reply order in one buffer, with where each line is and how long its port
+/// id is, so the reply filtered by a port is a selection of byte ranges.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct AvailableLines {
+    /// The whole reply: the lines sorted by head.
+    data: Vec<u8>,
+    /// Each line's byte range in `data` and the length of its port id
+    /// (the line's first bytes), in reply order.
+    lines: Vec<(std::ops::Range<usize>, usize)>,
+}
+
+impl AvailableLines {
+    /// The `Available` lines (§2.6) of `devices`, each with its port id,
+    /// sorted by their head `<port>:<devid>` (a stable sort, as
+    /// [`sorted_lines`]): `<port>:<devid> device_id=.. port_id=..
+    /// devclass='pci' backend_domain='dom0' [vendor=..] [product=..]
+    /// interfaces=.. _sbdf=..`, each ending in `\n`.
+    pub(crate) fn render<'a>(devices: impl IntoIterator<Item = (&'a PciDevice, PciPath)>) -> Self {
+        use std::fmt::Write as _;
+        let devices = devices.into_iter();
+        let mut text = String::with_capacity(256 * devices.size_hint().0);
+        // (line start, head end, line end, port length) in inventory order.
+        let mut spans: Vec<(usize, usize, usize, usize)> =
+            Vec::with_capacity(devices.size_hint().0);
+        let (mut port, mut devid, mut sbdf) = (String::new(), String::new(), String::new());
+        for (device, path) in devices {
+            let identity = device.identity();
+            port.clear();
+            devid.clear();
+            sbdf.clear();
+            // Writing to a String cannot fail.
+            let _ = write!(port, "{path}");
+            let _ = write!(devid, "{identity}");
+            let _ = write!(sbdf, "{}", device.address);
+            let start = text.len();
+            text.push_str(&port);
+            text.push(':');
+            text.push_str(&devid);
+            let head_end = text.len();
+            push_item(&mut text, "device_id", &devid);
+            push_item(&mut text, "port_id", &port);
+            push_item(&mut text, "devclass", "pci");
+            push_item(&mut text, "backend_domain", "dom0");
+            for (key, value) in [
+                ("vendor", device.names.vendor.as_deref()),
+                ("product", device.names.device.as_deref()),
+            ] {
+                if let Some(v) = value.filter(|v| *v != "unknown") {
+                    push_item(&mut text, key, v);
+                }
+            }
+            text.push_str(" interfaces='");
+            let before = text.len();
+            for i in identity.interfaces() {
+                push_quoted(&mut text, i.as_str());
+            }
+            if text.len() == before {
+                text.push_str("?******");
+            }
+            text.push('\'');
+            push_item(&mut text, "_sbdf", &sbdf);
+            text.push('\n');
+            spans.push((start, head_end, text.len(), port.len()));
+        }
+        spans.sort_by(|a, b| text[a.0..a.1].cmp(&text[b.0..b.1]));
+        let mut data = Vec::with_capacity(text.len());
+        let lines = spans
+            .iter()
+            .map(|&(start, _, end, port_len)| {
+                let at = data.len();
+                data.extend_from_slice(&text.as_bytes()[start..end]);
+                (at..data.len(), port_len)
+            })
+            .collect();
+        Self { data, lines }
+    }
+
+    /// The reply: every line, or with a non-empty `port` only the lines of
+    /// the devices at that port id.
+    pub(crate) fn reply(&self, port: &str) -> Vec<u8> {
+        if port.is_empty() {
+            return self.data.clone();
+        }
+        let mut out = Vec::new();
+        for (range, port_len) in &self.lines {
+            let line = &self.data[range.clone()];
+            if &line[..*port_len] == port.as_bytes() {
+                out.extend_from_slice(line);
+            }
+        }
+        out
+    }
 }
 
 /// One assignment as `Assigned` and `Attached` list it (§2.7).
@@ -329,6 +405,117 @@ mod tests {
         let any = vd(Some("dom0"), "00_14.0", "*");
         let wins = parse_assignment(b"device_id='0x1:0x2::p000000'", &any, "pci").unwrap();
         assert_eq!(wins.devid, "0x1:0x2::p000000");
+    }
+
+    /// The line item by item, as `Available` rendered it before
+    /// [`AvailableLines`]: the reference the one-buffer rendering must match.
+    fn reference_line(device: &PciDevice, port: &PciPath) -> (String, String) {
+        let devid = device.identity().to_string();
+        let head = format!("{port}:{devid}");
+        let port_text = port.to_string();
+        let mut items = vec![
+            item("device_id", &devid),
+            item("port_id", &port_text),
+            item("devclass", "pci"),
+            item("backend_domain", "dom0"),
+        ];
+        for (key, value) in [
+            ("vendor", device.names.vendor.as_deref()),
+            ("product", device.names.device.as_deref()),
+        ] {
+            if let Some(v) = value.filter(|v| *v != "unknown") {
+                items.push(item(key, v));
+            }
+        }
+        let interfaces: String = device
+            .identity()
+            .interfaces()
+            .iter()
+            .map(|i| i.as_str().to_owned())
+            .collect();
+        items.push(item(
+            "interfaces",
+            if interfaces.is_empty() {
+                "?******"
+            } else {
+                &interfaces
+            },
+        ));
+        items.push(item("_sbdf", &device.address.to_string()));
+        let line = format!("{head} {}\n", items.join(" "));
+        (head, line)
+    }
+
+    #[test]
+    fn available_lines_match_the_item_by_item_rendering() {
+        use qpci_types::{ClassCode, PciAddress};
+        let dev = |addr: &str,
+                   ids: Option<(u16, u16, u32)>,
+                   vendor: Option<&str>,
+                   product: Option<&str>| {
+            let mut d = PciDevice {
+                address: addr.parse::<PciAddress>().unwrap(),
+                ..PciDevice::default()
+            };
+            if let Some((v, p, c)) = ids {
+                d.vendor_id = Some(v);
+                d.device_id = Some(p);
+                d.class = Some(ClassCode::from_raw(c));
+            }
+            d.names.vendor = vendor.map(str::to_owned);
+            d.names.device = product.map(str::to_owned);
+            d
+        };
+        let devices = [
+            dev(
+                "0000:00:1f.3",
+                Some((0x8086, 0xa348, 0x040300)),
+                Some("Intel"),
+                Some("it's\taudio"),
+            ),
+            dev(
+                "0000:00:14.0",
+                Some((0x8086, 0xa36d, 0x0c0330)),
+                Some("unknown"),
+                Some("Löwe GmbH"),
+            ),
+            dev("0000:03:00.0", None, None, None),
+            dev(
+                "0000:00:14.2",
+                Some((0x8086, 0xa36f, 0x050000)),
+                Some("Intel"),
+                None,
+            ),
+            dev(
+                "0000:00:14.0",
+                Some((0x1, 0x2, 0xff0000)),
+                None,
+                Some("same port"),
+            ),
+        ];
+        let with_ports: Vec<(&PciDevice, PciPath)> = devices
+            .iter()
+            .map(|d| (d, crate::methods::convert::port_id(d).unwrap()))
+            .collect();
+        let rendered = AvailableLines::render(with_ports.iter().map(|(d, p)| (*d, p.clone())));
+        let reference = |filter: &str| {
+            sorted_lines(
+                with_ports
+                    .iter()
+                    .filter(|(_, p)| filter.is_empty() || p.to_string() == filter)
+                    .map(|(d, p)| reference_line(d, p))
+                    .collect(),
+            )
+        };
+        for filter in ["", "00_14.0", "00_1f.3", "03_00.0", "00_14", "nothing"] {
+            assert_eq!(
+                String::from_utf8(rendered.reply(filter)).unwrap(),
+                String::from_utf8(reference(filter)).unwrap(),
+                "filter {filter:?}"
+            );
+        }
+        assert!(rendered.reply("00_14.0").len() > rendered.reply("00_14.2").len());
+        assert!(AvailableLines::render([]).reply("").is_empty());
     }
 
     #[test]
