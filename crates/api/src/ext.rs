@@ -12,6 +12,7 @@
 //! | [`METHOD_LIST`] | dom0 | — | — | [`ListReport`] |
 //! | [`METHOD_START_PLAN`] | the qube | — | — | [`StartPlanReport`]; a refused start is the exception `admin.vm.Start` would send |
 //! | [`METHOD_SET_OPTIONS`] | the qube | the assignment's qarg, as for `Unassign` | [`SetOptionsRequest`] | [`SetOptionsReport`] |
+//! | [`METHOD_REATTACH`] | dom0 | the port id (`00_14.0`, optionally `dom0+00_14.0`) or the SBDF | [`ReattachRequest`] (optional) | [`ReattachReport`] |
 
 use std::collections::BTreeMap;
 
@@ -269,6 +270,92 @@ pub struct SetOptionsReport {
     /// `false` when the options were already these (nothing was written).
     #[serde(default)]
     pub changed: bool,
+}
+
+/// `qpci.host.Reattach`: the explicit, guarded give-back of one device to
+/// its dom0 driver (DESIGN.md M9).
+pub const METHOD_REATTACH: &str = "qpci.host.Reattach";
+
+/// The payload of `qpci.host.Reattach` (optional: an empty payload is
+/// `{}`). Unknown fields are refused, so a misspelt `dry_run` never turns
+/// into a real give-back.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReattachRequest {
+    /// Give back even while a running qube holds the device, or a qube
+    /// with `autostart` has it assigned.
+    #[serde(default)]
+    pub force: bool,
+    /// Only compute and list the steps; nothing is written.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// The reply of `qpci.host.Reattach`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReattachReport {
+    /// The backend qube, `dom0`.
+    #[serde(default)]
+    pub backend: String,
+    /// The device's port id, `null` when the topology could not be walked.
+    #[serde(default)]
+    pub port_id: Option<PciPath>,
+    /// The bus address.
+    pub sbdf: PciAddress,
+    /// The identity of the device present.
+    #[serde(default)]
+    pub device_id: String,
+    /// `true` when the host was changed; `false` for a dry run and in
+    /// compute-only mode.
+    #[serde(default)]
+    pub performed: bool,
+    /// The request asked for a dry run.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// qpcid does not write to the host (sim backend without
+    /// `--emulate-kernel`): the steps are the plan, nothing was done.
+    #[serde(default)]
+    pub compute_only: bool,
+    /// `--force` overrode these guards (empty when none applied).
+    #[serde(default)]
+    pub forced: Vec<String>,
+    /// The driver bound before (the stub, or `null` when unbound).
+    #[serde(default)]
+    pub driver_before: Option<String>,
+    /// The driver bound after; `null` unless `performed`.
+    #[serde(default)]
+    pub driver_after: Option<String>,
+    /// The modules matching the device's `modalias`, as `modprobe -R`
+    /// lists them.
+    #[serde(default)]
+    pub modules: Vec<ReattachModule>,
+    /// Every step as text: done when `performed`, else planned.
+    #[serde(default)]
+    pub steps: Vec<String>,
+    /// What the user should know (a device without a reset method: its
+    /// state comes from an untrusted qube; blacklisted modules; ...).
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
+/// A module matching a device's `modalias` in a [`ReattachReport`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReattachModule {
+    /// The module name (`_` form), `xhci_pci`.
+    pub module: String,
+    /// The alias pattern that matched.
+    #[serde(default)]
+    pub pattern: String,
+    /// Where the match came from: `modprobe.d`, `modules.alias` or
+    /// `modules.builtin.modinfo`.
+    #[serde(default)]
+    pub source: String,
+    /// Built into the kernel (nothing to load).
+    #[serde(default)]
+    pub builtin: bool,
+    /// Named by a modprobe.d `blacklist` line (not loaded).
+    #[serde(default)]
+    pub blacklisted: bool,
 }
 
 #[cfg(test)]

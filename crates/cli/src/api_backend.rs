@@ -290,6 +290,36 @@ impl Backend for ApiBackend<'_> {
             .map(|v| v.state.clone()))
     }
 
+    fn reattach(
+        &mut self,
+        backend: &str,
+        port: &PciPath,
+        request: &qpci_api::ext::ReattachRequest,
+    ) -> Result<qpci_api::ext::ReattachReport, BackendError> {
+        use qpci_api::ext::METHOD_REATTACH;
+        let payload = serde_json::to_vec(request)
+            .map_err(|e| ApiError::Malformed(format!("cannot encode the request: {e}")))?;
+        self.inventory = None;
+        let data = match self.admin.transport().call(
+            METHOD_REATTACH,
+            &format!("{backend}+{port}"),
+            "dom0",
+            &payload,
+        ) {
+            Err(e) if e.is_no_such_method() => {
+                return Err(ApiError::Malformed(
+                    "the server has no qpci.host.Reattach (Qubes' own qubesd?): give the device back by hand, or use qpcid".to_owned(),
+                ));
+            }
+            other => other?,
+        };
+        serde_json::from_slice(&data).map_err(|e| {
+            ApiError::Malformed(format!(
+                "qpcid sent a malformed reply to {METHOD_REATTACH}: {e}"
+            ))
+        })
+    }
+
     fn devices_denied(&mut self, vm: &str) -> Result<String, BackendError> {
         match self.admin.property_get(vm, "devices_denied") {
             Ok(v) => Ok(v.value),

@@ -79,6 +79,18 @@ pub trait Backend {
     fn devices_denied(&mut self, _vm: &str) -> Result<String, BackendError> {
         Ok(String::new())
     }
+    /// Gives the device at `port` of `backend` back to its host driver
+    /// (`qpci.host.Reattach`); a source without it says so.
+    fn reattach(
+        &mut self,
+        _backend: &str,
+        _port: &PciPath,
+        _request: &qpci_api::ext::ReattachRequest,
+    ) -> Result<qpci_api::ext::ReattachReport, BackendError> {
+        Err(BackendError::Malformed(
+            "this data source cannot give devices back to dom0 (qpci.host.Reattach)".to_owned(),
+        ))
+    }
 }
 
 impl DeviceRef {

@@ -282,7 +282,7 @@ fn unassign_hint_when_still_attached() {
     assert_eq!(
         out,
         "Unassigned. To detach you can now restart domain or run: \n \tqvm-pci detach sys-usb dom0:00_14.0\n\
-         Once detached, the device stays bound to the PCI stub driver; it is not given back to dom0 automatically.\n"
+         Once detached, the device stays bound to the PCI stub driver; it is not given back to dom0 automatically (to give it back: qvm-pci reattach dom0:00_14.0).\n"
     );
     let (r, out) = run(
         &mut f,

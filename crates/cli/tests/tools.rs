@@ -130,7 +130,7 @@ fn pci_detach_says_the_device_stays_on_the_stub() {
     assert_eq!((err.as_str(), code), ("", 0));
     assert_eq!(
         out,
-        "dom0:00_14.0 stays bound to the PCI stub driver; it is not given back to dom0 automatically.\n"
+        "dom0:00_14.0 stays bound to the PCI stub driver; it is not given back to dom0 automatically (to give it back: qvm-pci reattach dom0:00_14.0).\n"
     );
     let (_, err, code) = run(&qd, "qvm-pci", &["detach", "sys-usb", "dom0:00_14.0"]);
     assert_eq!(
@@ -487,7 +487,7 @@ fn start_shutdown_kill() {
     assert_eq!(code, 0);
     assert_eq!(
         err,
-        "sys-usb: dom0:00_14.0 stays bound to the PCI stub driver; not given back to dom0 automatically\n"
+        "sys-usb: dom0:00_14.0 stays bound to the PCI stub driver; not given back to dom0 automatically (to give it back: qvm-pci reattach dom0:00_14.0)\n"
     );
     let (_, err, code) = run(&qd, "qvm-kill", &["dom0", "work", "sys-net"]);
     assert_eq!(

@@ -78,6 +78,17 @@ pub struct Flags {
     /// Test hook: serve the qpci.test.* methods.
     #[arg(long, hide = true)]
     pub test_methods: bool,
+    /// Test seam: the stub engine's writes into the --sysfs-root fixture
+    /// tree behave as the kernel would (driver links move on bind, unbind,
+    /// probe), whatever the backend. Refused with --sysfs-root /.
+    #[arg(long)]
+    pub emulate_kernel: bool,
+    /// Test seam: the command that loads a kernel module, the module name
+    /// appended (words split at whitespace, no quoting). Default: modprobe
+    /// (with --emulate-kernel: a fake loader that registers the module's
+    /// drivers in the fixture tree).
+    #[arg(long, value_name = "CMD")]
+    pub modprobe: Option<String>,
 }
 
 fn secs(what: &str, v: f64) -> anyhow::Result<Duration> {
@@ -106,6 +117,19 @@ impl Flags {
             Flavour::Xen => HostFlavour::Xen,
             Flavour::Kvm => HostFlavour::Kvm,
         });
+        let modprobe = match &self.modprobe {
+            Some(cmd) => Some(
+                crate::host_writer::split_command(cmd)
+                    .context("--modprobe needs a command, e.g. --modprobe /usr/sbin/modprobe")?,
+            ),
+            None => None,
+        };
+        if self.emulate_kernel && qpci_host::stub::sysfs_io::root_is_real(&host_root) {
+            bail!(
+                "--emulate-kernel is refused with --sysfs-root {}: it is the real host root; point --sysfs-root at a fixture tree",
+                self.sysfs_root.display()
+            );
+        }
         Ok(Config {
             layout,
             backend: self.backend,
@@ -118,6 +142,8 @@ impl Flags {
             request_timeout: secs("--request-timeout", self.request_timeout)?,
             save_delay: Duration::from_millis(self.test_save_delay_ms),
             test_methods: self.test_methods,
+            emulate_kernel: self.emulate_kernel,
+            modprobe,
         })
     }
 }
@@ -147,6 +173,32 @@ mod tests {
                 "qpcid was built without libvirt support: cargo build -p qpcid --features libvirt"
             );
         }
+    }
+
+    #[test]
+    fn emulate_kernel_is_refused_on_the_real_root() {
+        for root in ["/", "//", "/."] {
+            let f =
+                Flags::try_parse_from(["qpcid", "--emulate-kernel", "--sysfs-root", root]).unwrap();
+            let e = f.into_config().unwrap_err().to_string();
+            assert!(e.contains("real host root"), "{e}");
+        }
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().to_string_lossy().into_owned();
+        let f = Flags::try_parse_from([
+            "qpcid",
+            "--emulate-kernel",
+            "--sysfs-root",
+            &root,
+            "--modprobe",
+            "/bin/echo  -n",
+        ])
+        .unwrap();
+        let c = f.into_config().unwrap();
+        assert!(c.emulate_kernel);
+        assert_eq!(c.modprobe, Some(vec!["/bin/echo".into(), "-n".into()]));
+        let f = Flags::try_parse_from(["qpcid", "--modprobe", " "]).unwrap();
+        assert!(f.into_config().is_err());
     }
 
     #[test]

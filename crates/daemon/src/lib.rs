@@ -18,6 +18,7 @@ pub mod dispatch;
 pub mod events;
 pub mod flags;
 pub mod host_source;
+pub mod host_writer;
 pub mod logging;
 pub mod methods;
 pub mod paths;

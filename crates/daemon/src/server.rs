@@ -42,6 +42,7 @@ use crate::dispatch::Table;
 use crate::dispatch::table::EVENTS;
 use crate::events::{EventHub, stopped};
 use crate::host_source::{ScanningHost, detect_flavour};
+use crate::host_writer::{HostWriter, HostWriterError};
 use crate::paths::{Layout, PathError};
 use crate::peer::{Group, GroupError, Peer, Policy, QUBES_GROUP};
 use crate::state::{Job, Msg, Parts};
@@ -76,6 +77,11 @@ pub struct Config {
     pub save_delay: Duration,
     /// Test hook: register the `qpci.test.*` methods.
     pub test_methods: bool,
+    /// `--emulate-kernel`: the engine writes into the fixture host root
+    /// through the fake kernel.
+    pub emulate_kernel: bool,
+    /// `--modprobe CMD`, split into words.
+    pub modprobe: Option<Vec<std::ffi::OsString>>,
 }
 
 /// Why the daemon could not start or serve.
@@ -101,6 +107,9 @@ pub enum ServerError {
     /// The hypervisor backend could not be opened.
     #[error(transparent)]
     Backend(#[from] crate::backend::BackendError),
+    /// The host writer could not be set up.
+    #[error(transparent)]
+    Writer(#[from] HostWriterError),
     /// The `qubes` group is missing (system mode).
     #[error(transparent)]
     Group(#[from] GroupError),
@@ -170,6 +179,12 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         flavour,
         &mut host,
     )?;
+    let writer = if config.emulate_kernel {
+        tracing::info!(root = %config.host_root.dir().display(), "host writes go to the fixture tree through the emulated kernel");
+        HostWriter::emulated(config.host_root.clone(), config.modprobe.clone())?
+    } else {
+        HostWriter::compute_only(config.host_root.clone(), config.modprobe.clone())
+    };
     let group = if layout.system {
         Some(Group::lookup(Path::new("/"), QUBES_GROUP)?)
     } else {
@@ -188,6 +203,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         hypervisor,
         host: Box::new(host),
         flavour,
+        writer,
         table,
         file,
         save_delay: config.save_delay,

@@ -27,7 +27,8 @@
 //! they are answered at once, as is a batch that changed nothing.
 //!
 //! What is not rolled back: the hypervisor's own runtime state (a sim start
-//! writes `sim-runtime.json` itself) and host writes.
+//! writes `sim-runtime.json` itself) and host writes (the stub engine's,
+//! through [`HostWriter`]: a start's binding, a reattach).
 //!
 //! The owner drains up to [`DRAIN`] messages between batches, so a flood of
 //! reads cannot starve writes.
@@ -51,6 +52,7 @@ use crate::dispatch::checks::{check_request, prepare};
 use crate::dispatch::table::EVENTS;
 use crate::dispatch::{Ctx, Exc, HostSource, Outcome, Table};
 use crate::events::{EventHub, Subscription};
+use crate::host_writer::HostWriter;
 use crate::peer::Peer;
 
 /// Messages handled between batches.
@@ -95,6 +97,8 @@ pub struct Parts {
     pub host: Box<dyn HostSource + Send>,
     /// Which stub driver and XML flavour starts use.
     pub flavour: HostFlavour,
+    /// The stub engine's writer (compute-only unless `--emulate-kernel`).
+    pub writer: HostWriter,
     /// The methods.
     pub table: Table,
     /// The state file (the lock goes with it).
@@ -140,6 +144,7 @@ pub fn spawn(parts: Parts) -> std::io::Result<OwnerHandle> {
         hypervisor: parts.hypervisor,
         host: parts.host,
         flavour: parts.flavour,
+        writer: parts.writer,
         table: parts.table,
         hub: parts.hub,
         saver,
@@ -164,6 +169,7 @@ struct Owner {
     hypervisor: Box<dyn Hypervisor + Send>,
     host: Box<dyn HostSource + Send>,
     flavour: HostFlavour,
+    writer: HostWriter,
     table: Table,
     hub: EventHub,
     saver: Saver,
@@ -221,6 +227,7 @@ impl Owner {
             hypervisor,
             host,
             flavour,
+            writer,
             table,
             ..
         } = self;
@@ -229,7 +236,7 @@ impl Owner {
             committed,
             &mut **hypervisor,
             &mut **host,
-            *flavour,
+            (*flavour, writer),
             job.request,
         );
         let (reply, events) = match result {
@@ -264,7 +271,7 @@ impl Owner {
                 &mut next,
                 &mut *self.hypervisor,
                 &mut *self.host,
-                self.flavour,
+                (self.flavour, &self.writer),
                 job.request,
             );
             let (reply, events, changed) = match result {
@@ -363,7 +370,7 @@ fn execute(
     registry: &mut Registry,
     hypervisor: &mut dyn Hypervisor,
     host: &mut dyn HostSource,
-    flavour: HostFlavour,
+    (flavour, writer): (HostFlavour, &HostWriter),
     request: RawRequest,
 ) -> Result<Outcome, Exc> {
     let (call, handler) = prepare(table, registry, request)?;
@@ -372,6 +379,7 @@ fn execute(
         hypervisor,
         host,
         flavour,
+        writer,
     };
     match catch_unwind(AssertUnwindSafe(|| handler(&mut ctx, &call))) {
         Ok(result) => result,

@@ -123,7 +123,7 @@ pub fn stays_on_stub(devices: &[DeviceRef]) -> String {
                 .as_ref()
                 .map_or_else(|| "*".to_owned(), ToString::to_string);
             format!(
-                "{}:{port} stays bound to the PCI stub driver; it is not given back to dom0 automatically.\n",
+                "{0}:{port} stays bound to the PCI stub driver; it is not given back to dom0 automatically (to give it back: qvm-pci reattach {0}:{port}).\n",
                 d.backend
             )
         })
@@ -204,6 +204,7 @@ pub fn unassign(
             .collect(),
     };
     let mut still: Vec<String> = Vec::new();
+    let mut back: Vec<String> = Vec::new();
     for t in targets {
         backend.unassign(vm, &t).map_err(backend_err(prog))?;
         let attached = backend.attached(vm).map_err(backend_err(prog))?;
@@ -215,13 +216,15 @@ pub fn unassign(
                 .as_ref()
                 .map_or_else(|| "*".to_owned(), ToString::to_string);
             still.push(format!("qvm-pci detach {vm} {}:{port}", a.backend));
+            back.push(format!("qvm-pci reattach {}:{port}", a.backend));
         }
     }
     if still.is_empty() {
         return Ok(None);
     }
     Ok(Some(format!(
-        "Unassigned. To detach you can now restart domain or run: \n \t{}\nOnce detached, the device stays bound to the PCI stub driver; it is not given back to dom0 automatically.\n",
-        still.join("\n\t")
+        "Unassigned. To detach you can now restart domain or run: \n \t{}\nOnce detached, the device stays bound to the PCI stub driver; it is not given back to dom0 automatically (to give it back: {}).\n",
+        still.join("\n\t"),
+        back.join(", ")
     )))
 }

@@ -5,6 +5,7 @@ pub mod generate;
 pub mod info;
 pub mod list;
 pub mod list_report;
+pub mod reattach;
 
 use std::io::Write;
 
@@ -142,6 +143,15 @@ pub fn execute(low: LowArgs, backend: &mut dyn Backend, io: &mut Io<'_>) -> Resu
                 Some(hint) if !quiet => emit(prog, io, &hint),
                 _ => Ok(()),
             }
+        }
+        Cmd::Reattach {
+            device,
+            force,
+            dry_run,
+        } => {
+            let printed = reattach::reattach(prog, backend, device, force, dry_run)?;
+            let _ = io.err.write_all(printed.warnings.as_bytes());
+            emit_unless_quiet(prog, io, quiet, &printed.out)
         }
         Cmd::GenerateMan(dir) => {
             let written = generate::man_pages(&dir)

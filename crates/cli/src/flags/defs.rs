@@ -16,6 +16,10 @@ pub const SUBCOMMANDS: [(&str, &[&str]); 6] = [
     ("info", &["i"]),
 ];
 
+/// qpci's own subcommands (no Qubes alias; left out of Qubes' `invalid
+/// choice` list and usage line, which stay as Qubes prints them).
+pub const QPCI_SUBCOMMANDS: [&str; 1] = ["reattach"];
+
 /// Hidden subcommands that generate documentation.
 pub const HIDDEN_SUBCOMMANDS: [&str; 2] = ["generate-man", "generate-completions"];
 
@@ -41,6 +45,7 @@ pub fn canonical(word: &str) -> Option<&'static str> {
         .iter()
         .find(|(name, aliases)| *name == word || aliases.contains(&word))
         .map(|(name, _)| *name)
+        .or_else(|| QPCI_SUBCOMMANDS.iter().find(|q| **q == word).copied())
         .or_else(|| HIDDEN_SUBCOMMANDS.iter().find(|h| **h == word).copied())
 }
 
@@ -70,7 +75,8 @@ dom0:00_14.0:0x8086:0xa0ed::p0c0330; PORT is the PCI path shown by `list`.
 Known -o options: no-strict-reset, permissive (true/false, yes/no, 1/0, on/off).
 PCI devices attach only when a qube starts: an assignment to a running qube
 takes effect at its next start. A detached device stays on the stub driver;
-it is never given back to dom0 automatically.
+it is never given back to dom0 automatically: `qvm-pci reattach dom0:PORT`
+(qpci's own subcommand) is the explicit way back.
 The tool talks to qpcid (QPCI_SOCKET, /run/qubesd.sock, or the per-user
 socket, starting a per-user qpcid if none answers).";
 
@@ -239,6 +245,48 @@ fn unassign() -> Command {
         .arg(device_arg(false))
 }
 
+const REATTACH_HELP: &str = "\
+Examples:
+  qvm-pci reattach --dry-run dom0:00_14.0  print every step; change nothing
+  qvm-pci reattach dom0:00_14.0            unbind from the stub, load the host driver's module, bind it
+
+Warning: the device comes back with the state a qube left in it (buffers,
+firmware, DMA setup): that qube may have been compromised. A device without a
+reset method cannot even be reset first; qpci warns about it.
+
+Nothing gives a device back to dom0 on its own: shutdown, kill, detach and
+unassign leave it on the stub driver (pciback or vfio-pci); this is the only
+way back. It is refused while a running qube holds the device, or while a qube
+with autostart=True has it assigned (it would take it again at the next boot),
+unless --force. qpci finds the host driver from the device's modalias as
+`modprobe -R` does (the module's name may differ from the driver's: module
+xhci_pci registers driver xhci_hcd). On qpcid's sim backend without
+--emulate-kernel the steps are printed, not performed. Qubes has no such
+subcommand and no alias.";
+
+fn reattach() -> Command {
+    Command::new("reattach")
+        .about("give a device on the stub driver back to its dom0 driver (qpci)")
+        .infer_long_args(true)
+        .after_help(REATTACH_HELP)
+        .arg(flag(
+            "force",
+            "force",
+            "give it back even while a running qube holds it or an autostart qube has it assigned",
+        ))
+        .arg(flag(
+            "dry-run",
+            "dry-run",
+            "print every step; change nothing",
+        ))
+        .arg(
+            Arg::new("dev")
+                .value_name("BACKEND:PORT")
+                .required(true)
+                .help("the device, dom0:PORT such as dom0:00_14.0"),
+        )
+}
+
 fn generators() -> [Command; 2] {
     [
         Command::new("generate-man")
@@ -328,6 +376,7 @@ pub fn command(bin: &str) -> Command {
                 .help("no longer supported: the daemon reads pci.ids"),
         )
         .subcommands([list(), attach(), detach(), assign(), unassign(), info()])
+        .subcommand(reattach())
         .subcommands(generators())
 }
 
@@ -355,6 +404,8 @@ mod tests {
             assert_eq!(canonical(word), Some(name));
         }
         assert_eq!(canonical("sys-usb"), None);
+        assert_eq!(canonical("reattach"), Some("reattach"));
+        assert!(!choices().contains("reattach"));
     }
 
     #[test]

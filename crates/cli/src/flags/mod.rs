@@ -153,6 +153,15 @@ pub enum Cmd {
         /// `--port` / `--device`.
         scope: Scope,
     },
+    /// `reattach` (qpci's own): give a device back to its dom0 driver.
+    Reattach {
+        /// The device.
+        device: CheckedDevice,
+        /// `--force`.
+        force: bool,
+        /// `--dry-run`.
+        dry_run: bool,
+    },
     /// Hidden: write man pages to a directory.
     GenerateMan(PathBuf),
     /// Hidden: print a completion script.
@@ -504,6 +513,11 @@ fn subcommand(
             vm: one(m, "vmname"),
             scope: scope(m, &usage)?,
             device: device(m, prog),
+        },
+        "reattach" => Cmd::Reattach {
+            device: required_device(m, prog),
+            force: m.get_flag("force"),
+            dry_run: m.get_flag("dry-run"),
         },
         "generate-man" => {
             Cmd::GenerateMan(m.get_one::<PathBuf>("dir").cloned().unwrap_or_default())

@@ -22,11 +22,13 @@ Examples:
   qvm-shutdown work                   ask work to shut down
   qvm-shutdown --wait --all           shut every qube down and wait
 Devices of a qube that shuts down stay bound to the stub driver; they are
-never given back to dom0 automatically.";
+never given back to dom0 automatically: `qvm-pci reattach dom0:PORT` does it
+explicitly.";
 const KILL_EXAMPLES: &str = "\
 Examples:
   qvm-kill work                       stop work at once
-Devices stay bound to the stub driver afterwards.";
+Devices stay bound to the stub driver afterwards (`qvm-pci reattach dom0:PORT`
+gives one back to dom0).";
 
 /// The clap definition of `kind` (start, shutdown or kill).
 pub fn command(kind: Kind) -> Command {
@@ -240,10 +242,16 @@ fn attached_ports(ctx: &Ctx<'_, '_>, vm: &VmEntry) -> Vec<String> {
 
 fn stub_note(ctx: &mut Ctx<'_, '_>, vm: &str, ports: &[String]) {
     if ctx.quiet() == 0 && !ports.is_empty() {
+        let back: Vec<String> = ports
+            .iter()
+            .map(|p| format!("qvm-pci reattach {p}"))
+            .collect();
         ctx.err_line(&format!(
-            "{vm}: {} stay{} bound to the PCI stub driver; not given back to dom0 automatically",
+            "{vm}: {} stay{} bound to the PCI stub driver; not given back to dom0 automatically (to give {} back: {})",
             ports.join(", "),
-            if ports.len() == 1 { "s" } else { "" }
+            if ports.len() == 1 { "s" } else { "" },
+            if ports.len() == 1 { "it" } else { "them" },
+            back.join(", ")
         ));
     }
 }

@@ -119,6 +119,9 @@ pub struct Ctx<'a> {
     pub host: &'a mut dyn HostSource,
     /// Which stub driver and XML flavour starts use.
     pub flavour: qpci_host::HostFlavour,
+    /// The only door to host writes (the stub engine): compute-only on the
+    /// sim backend unless `--emulate-kernel`.
+    pub writer: &'a crate::host_writer::HostWriter,
 }
 
 /// A method handler.

@@ -17,6 +17,7 @@
 //! | `device_other` | `admin.deviceclass.List`, other classes, `admin.vm.device.denied.*` |
 //! | `qpci_ext` | `qpci.host.Inventory`, `qpci.List`, `qpci.vm.StartPlan` |
 //! | `set_options` | `qpci.vm.device.pci.SetOptions` |
+//! | `stub` | `qpci.host.Reattach`; the stub binding of `admin.vm.Start` |
 
 pub mod convert;
 mod device_other;
@@ -29,6 +30,7 @@ mod power;
 mod property;
 mod qpci_ext;
 mod set_options;
+mod stub;
 mod tag;
 mod vm;
 
@@ -58,6 +60,7 @@ pub fn all() -> Vec<(MethodSpec, Handler)> {
     out.extend(device_other::methods());
     out.extend(qpci_ext::methods());
     out.extend(set_options::methods());
+    out.extend(stub::methods());
     out
 }
 

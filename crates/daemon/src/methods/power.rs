@@ -180,6 +180,20 @@ fn start_qube(
         start_qube(ctx, &netvm, depth + 1, events)?;
     }
     let flavour = ctx.flavour;
+    // Host writes (M8): the engine binds the devices to the stub first,
+    // when qpcid writes to the host at all (--emulate-kernel); a failed
+    // bind is rolled back and refuses the start.
+    let inventory = if ctx.writer.writes() {
+        let fresh = ctx.host.inventory(true);
+        if let Ok(StartDecision::Start(plan)) =
+            orchestrate::plan(&*ctx.hypervisor, &snapshot, &fresh, flavour)
+        {
+            events.extend(super::stub::bind_for_start(ctx, &plan)?);
+        }
+        fresh
+    } else {
+        inventory
+    };
     let registry = &*ctx.registry;
     orchestrate::start(
         &mut *ctx.hypervisor,

@@ -137,6 +137,8 @@ pub struct Fixture {
     pub host: FixtureHost,
     pub table: Table,
     pub flavour: HostFlavour,
+    /// Compute-only: the methods harness never writes to its tree.
+    pub writer: qpcid::host_writer::HostWriter,
     /// The last call's outcome (`None` after an error).
     pub last: Option<Outcome>,
 }
@@ -159,6 +161,7 @@ impl Fixture {
         let (registry, _warnings) = Registry::from_records(doc, &inv).unwrap();
         let state = tempfile::tempdir().unwrap();
         let hv = SimHypervisor::open(state.path()).unwrap();
+        let writer = qpcid::host_writer::HostWriter::compute_only(HostRoot::new(tree.root()), None);
         Self {
             tree,
             state,
@@ -167,6 +170,7 @@ impl Fixture {
             host,
             table: Table::standard(),
             flavour: HostFlavour::Xen,
+            writer,
             last: None,
         }
     }
@@ -187,6 +191,7 @@ impl Fixture {
             hypervisor: &mut self.hv,
             host: &mut self.host,
             flavour: self.flavour,
+            writer: &self.writer,
         };
         match handler(&mut ctx, &call) {
             Ok(outcome) => {
