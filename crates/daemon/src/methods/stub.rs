@@ -83,10 +83,15 @@ pub(crate) fn bind_for_start(ctx: &Ctx<'_>, plan: &StartPlan) -> Result<Vec<Even
         autostart: BTreeMap::new(),
     };
     let report = ctx.writer.engine().bind(&bind, &guards).map_err(|f| {
+        let after = if f.undo_errors.is_empty() {
+            "every device is back on the driver it had"
+        } else {
+            "the rollback failed too: check the devices named above"
+        };
         Exc::new(
             "QubesException",
             format!(
-                "Start failed: binding the PCI devices of {} to {}: {f}; nothing was left half bound",
+                "Start failed: binding the PCI devices of {} to {}: {f}; {after}",
                 plan.qube,
                 bind.stub.name()
             ),
