@@ -320,6 +320,16 @@ impl Backend for ApiBackend<'_> {
         })
     }
 
+    fn call_qpci(&mut self, method: &str, payload: &[u8]) -> Result<Vec<u8>, BackendError> {
+        self.inventory = None;
+        match self.admin.transport().call(method, "", "dom0", payload) {
+            Err(e) if e.is_no_such_method() => Err(ApiError::Malformed(format!(
+                "the server has no {method} (Qubes' own qubesd?): it needs qpcid"
+            ))),
+            other => other,
+        }
+    }
+
     fn devices_denied(&mut self, vm: &str) -> Result<String, BackendError> {
         match self.admin.property_get(vm, "devices_denied") {
             Ok(v) => Ok(v.value),

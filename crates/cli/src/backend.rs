@@ -91,6 +91,13 @@ pub trait Backend {
             "this data source cannot give devices back to dom0 (qpci.host.Reattach)".to_owned(),
         ))
     }
+    /// Calls one of qpci's `qpci.host.*` methods on dom0 with a JSON
+    /// payload; returns the JSON reply. A source without them says so.
+    fn call_qpci(&mut self, method: &str, _payload: &[u8]) -> Result<Vec<u8>, BackendError> {
+        Err(BackendError::Malformed(format!(
+            "this data source has no {method} (it needs qpcid)"
+        )))
+    }
 }
 
 impl DeviceRef {

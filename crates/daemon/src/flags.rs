@@ -89,6 +89,10 @@ pub struct Flags {
     /// drivers in the fixture tree).
     #[arg(long, value_name = "CMD")]
     pub modprobe: Option<String>,
+    /// Test seam: the command the doctor runs as `xl` (`CMD info`, words
+    /// split at whitespace) to ask a Xen dom0 for hvm_directio. Default: xl.
+    #[arg(long, value_name = "CMD")]
+    pub xl: Option<String>,
 }
 
 fn secs(what: &str, v: f64) -> anyhow::Result<Duration> {
@@ -124,6 +128,13 @@ impl Flags {
             ),
             None => None,
         };
+        let xl = match &self.xl {
+            Some(cmd) => Some(
+                crate::host_writer::split_command(cmd)
+                    .context("--xl needs a command, e.g. --xl /usr/sbin/xl")?,
+            ),
+            None => None,
+        };
         if self.emulate_kernel && qpci_host::stub::sysfs_io::root_is_real(&host_root) {
             bail!(
                 "--emulate-kernel is refused with --sysfs-root {}: it is the real host root; point --sysfs-root at a fixture tree",
@@ -144,6 +155,7 @@ impl Flags {
             test_methods: self.test_methods,
             emulate_kernel: self.emulate_kernel,
             modprobe,
+            xl,
         })
     }
 }

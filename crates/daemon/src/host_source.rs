@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use qpci_host::doctor::{CommandXl, XlRunner};
 use qpci_host::{HostFlavour, HostRoot, Inventory, PciIds, ScanOptions, scan};
 
 use crate::dispatch::HostSource;
@@ -20,6 +21,7 @@ pub struct ScanningHost {
     ids: PciIds,
     last: Option<(Instant, Arc<Inventory>)>,
     scans: u64,
+    xl: Option<CommandXl>,
 }
 
 impl ScanningHost {
@@ -30,7 +32,14 @@ impl ScanningHost {
             ids,
             last: None,
             scans: 0,
+            xl: None,
         }
+    }
+
+    /// Asks Xen through `argv` (`qpcid --xl CMD`; `None`: the system's `xl`).
+    pub fn with_xl(mut self, argv: Option<Vec<std::ffi::OsString>>) -> Self {
+        self.xl = Some(argv.map_or_else(CommandXl::system, CommandXl::custom));
+        self
     }
 
     /// The host root scanned.
@@ -68,6 +77,10 @@ impl HostSource for ScanningHost {
             Some((at, inv)) if !fresh && at.elapsed() <= MAX_AGE => Arc::clone(inv),
             _ => self.rescan(),
         }
+    }
+
+    fn xl(&self) -> Option<&dyn XlRunner> {
+        self.xl.as_ref().map(|x| x as &dyn XlRunner)
     }
 }
 

@@ -82,6 +82,8 @@ pub struct Config {
     pub emulate_kernel: bool,
     /// `--modprobe CMD`, split into words.
     pub modprobe: Option<Vec<std::ffi::OsString>>,
+    /// `--xl CMD`, split into words (`None`: the system's `xl`).
+    pub xl: Option<Vec<std::ffi::OsString>>,
 }
 
 /// Why the daemon could not start or serve.
@@ -150,7 +152,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         Some(p) => PciIds::load(p)?,
         None => PciIds::load_default()?,
     };
-    let mut host = ScanningHost::new(config.host_root.clone(), ids);
+    let mut host = ScanningHost::new(config.host_root.clone(), ids).with_xl(config.xl.clone());
     let flavour = config
         .flavour
         .unwrap_or_else(|| detect_flavour(host.root()));

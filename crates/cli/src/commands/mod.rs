@@ -2,6 +2,7 @@
 
 pub mod change;
 pub mod generate;
+pub mod host;
 pub mod info;
 pub mod list;
 pub mod list_report;
@@ -152,6 +153,15 @@ pub fn execute(low: LowArgs, backend: &mut dyn Backend, io: &mut Io<'_>) -> Resu
             let printed = reattach::reattach(prog, backend, device, force, dry_run)?;
             let _ = io.err.write_all(printed.warnings.as_bytes());
             emit_unless_quiet(prog, io, quiet, &printed.out)
+        }
+        Cmd::Host(cmd) => {
+            let printed = host::run(prog, backend, cmd, verbose)?;
+            emit(prog, io, &printed.out)?;
+            if printed.failed {
+                Err(CliError::Exit(1))
+            } else {
+                Ok(())
+            }
         }
         Cmd::GenerateMan(dir) => {
             let written = generate::man_pages(&dir)

@@ -18,7 +18,14 @@ pub const SUBCOMMANDS: [(&str, &[&str]); 6] = [
 
 /// qpci's own subcommands (no Qubes alias; left out of Qubes' `invalid
 /// choice` list and usage line, which stay as Qubes prints them).
-pub const QPCI_SUBCOMMANDS: [&str; 1] = ["reattach"];
+pub const QPCI_SUBCOMMANDS: [&str; 6] = [
+    "reattach",
+    "doctor",
+    "groups",
+    "setup-defaults",
+    "boot-hide",
+    "boot-unhide",
+];
 
 /// Hidden subcommands that generate documentation.
 pub const HIDDEN_SUBCOMMANDS: [&str; 2] = ["generate-man", "generate-completions"];
@@ -170,6 +177,7 @@ fn list() -> Command {
             "details",
             "add qpci's columns: driver, IOMMU group, reset, dom0-critical reason",
         ))
+        .arg(super::host_defs::groups_flag())
         .arg(
             Arg::new("vmname")
                 .value_name("VMNAME")
@@ -377,6 +385,7 @@ pub fn command(bin: &str) -> Command {
         )
         .subcommands([list(), attach(), detach(), assign(), unassign(), info()])
         .subcommand(reattach())
+        .subcommands(super::host_defs::commands())
         .subcommands(generators())
 }
 

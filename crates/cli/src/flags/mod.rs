@@ -5,6 +5,7 @@
 pub mod defs;
 pub mod device_arg;
 mod errors;
+pub mod host_defs;
 pub mod options;
 
 use std::ffi::OsString;
@@ -15,6 +16,7 @@ use qpci_types::AssignOptions;
 
 use crate::error::CliError;
 pub use device_arg::{DevId, DeviceArg, PortArg};
+pub use host_defs::HostCmd;
 
 /// Which program is running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,6 +164,9 @@ pub enum Cmd {
         /// `--dry-run`.
         dry_run: bool,
     },
+    /// qpci's host subcommands (`doctor`, `groups`, `setup-defaults`,
+    /// `boot-hide`, `boot-unhide`).
+    Host(HostCmd),
     /// Hidden: write man pages to a directory.
     GenerateMan(PathBuf),
     /// Hidden: print a completion script.
@@ -476,6 +481,9 @@ fn subcommand(
                     "--exclude can only be used with --all",
                 ));
             }
+            if m.get_flag("groups") {
+                return Ok(Cmd::Host(HostCmd::Groups { json: args.json }));
+            }
             Cmd::List(args)
         }
         "info" => Cmd::Info {
@@ -519,6 +527,7 @@ fn subcommand(
             force: m.get_flag("force"),
             dry_run: m.get_flag("dry-run"),
         },
+        name if host_defs::NAMES.contains(&name) => Cmd::Host(host_defs::parse(prog, name, m)),
         "generate-man" => {
             Cmd::GenerateMan(m.get_one::<PathBuf>("dir").cloned().unwrap_or_default())
         }

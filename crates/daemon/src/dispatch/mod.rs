@@ -106,6 +106,12 @@ pub struct MethodSpec {
 pub trait HostSource {
     /// The inventory; `fresh` forces a rescan first.
     fn inventory(&mut self, fresh: bool) -> std::sync::Arc<qpci_host::Inventory>;
+
+    /// How the doctor asks Xen (`xl info`, or `qpcid --xl CMD`); `None`
+    /// when nothing is configured (a Xen dom0's IOMMU state is then unknown).
+    fn xl(&self) -> Option<&dyn qpci_host::doctor::XlRunner> {
+        None
+    }
 }
 
 /// Everything a handler may read or change. The server owns it and lends it

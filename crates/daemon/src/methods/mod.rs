@@ -18,12 +18,16 @@
 //! | `qpci_ext` | `qpci.host.Inventory`, `qpci.List`, `qpci.vm.StartPlan` |
 //! | `set_options` | `qpci.vm.device.pci.SetOptions` |
 //! | `stub` | `qpci.host.Reattach`; the stub binding of `admin.vm.Start` |
+//! | `doctor` | `qpci.host.Doctor`, `qpci.host.Groups` |
+//! | `host_setup` | `qpci.host.SetupDefaults`, `qpci.host.BootHide`, `qpci.host.BootUnhide` |
 
 pub mod convert;
 mod device_other;
 mod device_pci;
 mod devwire;
+mod doctor;
 mod feature;
+mod host_setup;
 mod label;
 mod listing;
 mod power;
@@ -61,6 +65,8 @@ pub fn all() -> Vec<(MethodSpec, Handler)> {
     out.extend(qpci_ext::methods());
     out.extend(set_options::methods());
     out.extend(stub::methods());
+    out.extend(doctor::methods());
+    out.extend(host_setup::methods());
     out
 }
 
