@@ -12,8 +12,11 @@
 //!   its loader every load, so nothing can reach the host even through a
 //!   bug in a caller.
 //!
-//! The libvirt backend will add a production variant ([`qpci_host::stub::RealWriter`]
-//! with `WriteAccess::Production`, the system's `modprobe`).
+//! - On the libvirt backend without `--emulate-kernel`: production. The
+//!   engine writes through [`RealWriter`] with `WriteAccess::Production`
+//!   and loads modules with the system's `modprobe` (or `--modprobe CMD`).
+//!   Tests never take this path over the real `/`: they run the libvirt
+//!   backend with `--emulate-kernel` over a fixture tree.
 
 use std::ffi::OsString;
 use std::io;
@@ -21,7 +24,8 @@ use std::path::Path;
 
 use qpci_host::HostRoot;
 use qpci_host::stub::{
-    CommandRunner, EmulatedKernel, Engine, FakeModprobe, ModprobeRunner, RunnerError, SysfsWriter,
+    CommandRunner, EmulatedKernel, Engine, FakeModprobe, ModprobeRunner, RealWriter, RunnerError,
+    SysfsWriter, WriteAccess,
 };
 
 /// Whether the engine's writes happen.
@@ -31,6 +35,8 @@ pub enum WriteMode {
     ComputeOnly,
     /// Writes go to a fixture tree through the fake kernel.
     EmulatedKernel,
+    /// Writes go to the host under the root (libvirt backend).
+    Production,
 }
 
 /// The writer and loader the engine is built from.
@@ -91,6 +97,29 @@ impl HostWriter {
             io: Box::new(io),
             runner,
         })
+    }
+
+    /// Real writes under `root` and real module loads (`modprobe`, or the
+    /// `--modprobe` command): the libvirt backend's writer.
+    pub fn production(root: HostRoot, modprobe: Option<Vec<OsString>>) -> Self {
+        let runner = match modprobe {
+            Some(argv) => CommandRunner::custom(argv),
+            None => CommandRunner::system(WriteAccess::Production)
+                .unwrap_or_else(|_| CommandRunner::custom(vec!["modprobe".into()])),
+        };
+        // With `Production` the constructor cannot refuse; compute-only is
+        // the safe answer should that ever change.
+        let io: Box<dyn SysfsWriter> = match RealWriter::new(root.clone(), WriteAccess::Production)
+        {
+            Ok(w) => Box::new(w),
+            Err(_) => Box::new(NoWrites),
+        };
+        Self {
+            io,
+            root,
+            mode: WriteMode::Production,
+            runner: Box::new(runner),
+        }
     }
 
     /// How writes are handled.
@@ -172,5 +201,22 @@ mod tests {
         assert!(w.runner.modprobe("xhci_pci").is_err());
         assert_eq!(w.runner.describe("xhci_pci"), "/bin/true -v xhci_pci");
         assert_eq!(split_command("  "), None);
+    }
+
+    #[test]
+    fn production_writes_existing_files_only_and_runs_the_given_modprobe() {
+        // A fixture root: the production writer must behave like the
+        // kernel's files (no create, no truncate) and never touch `/`.
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("f"), "old").unwrap();
+        let w = HostWriter::production(HostRoot::new(t.path()), split_command("/bin/true"));
+        assert!(w.writes());
+        assert_eq!(w.mode(), WriteMode::Production);
+        w.io.write(Path::new("f"), b"new").unwrap();
+        assert_eq!(std::fs::read_to_string(t.path().join("f")).unwrap(), "new");
+        let missing = w.io.write(Path::new("absent"), b"x").unwrap_err();
+        assert_eq!(missing.kind(), io::ErrorKind::NotFound);
+        assert!(!t.path().join("absent").exists());
+        assert!(w.runner.modprobe("xhci_pci").is_ok());
     }
 }

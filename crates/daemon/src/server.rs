@@ -184,6 +184,11 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     let writer = if config.emulate_kernel {
         tracing::info!(root = %config.host_root.dir().display(), "host writes go to the fixture tree through the emulated kernel");
         HostWriter::emulated(config.host_root.clone(), config.modprobe.clone())?
+    } else if config.backend == crate::flags::Backend::Libvirt {
+        // A real hypervisor needs its devices on the stub before the domain
+        // is defined (M8): the one mode that writes the host for real.
+        tracing::warn!(root = %config.host_root.dir().display(), "libvirt backend: host writes are performed (stub binding, give-back)");
+        HostWriter::production(config.host_root.clone(), config.modprobe.clone())
     } else {
         HostWriter::compute_only(config.host_root.clone(), config.modprobe.clone())
     };
