@@ -13,6 +13,7 @@
 
 pub mod client;
 pub mod describe;
+pub mod discover;
 pub mod doctor;
 pub mod ext;
 pub mod inventory;
