@@ -6,52 +6,17 @@
 //! skipped with a note on stderr, unless `QPCI_E2E_REQUIRED=1`.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// `target/<profile>`, the folder holding this test's binaries.
-pub fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/<test binary>
-    exe.parent().unwrap().parent().unwrap().to_path_buf()
-}
-
-/// The qpcid binary, built on first use; `None` when it cannot be built.
-pub fn qpcid() -> Option<PathBuf> {
-    static BUILT: OnceLock<Option<PathBuf>> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
-            let release = target_dir().file_name().is_some_and(|n| n == "release");
-            let status = Command::new(cargo)
-                .args(["build", "-q", "-p", "qpcid", "--manifest-path"])
-                .arg(&manifest)
-                .args(release.then_some("--release"))
-                .stdin(Stdio::null())
-                .status();
-            let path = target_dir().join("qpcid");
-            match status {
-                Ok(s) if s.success() && path.exists() => Some(path),
-                other => {
-                    eprintln!("note: qpcid could not be built ({other:?})");
-                    None
-                }
-            }
-        })
-        .clone()
-}
+// Not every test binary uses every helper.
+#[allow(unused_imports)]
+pub use qpci_fixture::daemon::{answers, qpcid, target_dir};
 
 /// Skips (returns `None`) or fails, as `QPCI_E2E_REQUIRED` says.
 pub fn unavailable<T>(why: &str) -> Option<T> {
-    if std::env::var_os("QPCI_E2E_REQUIRED").is_some_and(|v| v == "1") {
-        panic!("end-to-end test needs qpcid: {why}");
-    }
-    eprintln!("note: skipping an end-to-end test: {why}");
-    None
+    qpci_fixture::daemon::unavailable("an end-to-end test", why)
 }
 
 /// A running qpcid on a temporary socket and state folder.
@@ -61,11 +26,6 @@ pub struct Daemon {
     pub state: PathBuf,
     pub root: PathBuf,
     pub log: PathBuf,
-}
-
-/// `true` when something accepts connections at `path`.
-pub fn answers(path: &Path) -> bool {
-    UnixStream::connect(path).is_ok()
 }
 
 impl Daemon {

@@ -11,52 +11,19 @@
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use qpci_api::Client;
 use qpci_fixture::HostTree;
 use qpci_fixture::pci::PciTopology;
 
-/// `target/<profile>`, the folder holding this test's binaries.
-pub fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().to_path_buf()
-}
-
-/// The qpcid binary, built on first use; `None` when it cannot be built.
-pub fn qpcid() -> Option<PathBuf> {
-    static BUILT: OnceLock<Option<PathBuf>> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
-            let release = target_dir().file_name().is_some_and(|n| n == "release");
-            let status = Command::new(cargo)
-                .args(["build", "-q", "-p", "qpcid", "--manifest-path"])
-                .arg(&manifest)
-                .args(release.then_some("--release"))
-                .stdin(Stdio::null())
-                .status();
-            let path = target_dir().join("qpcid");
-            match status {
-                Ok(s) if s.success() && path.exists() => Some(path),
-                other => {
-                    eprintln!("note: qpcid could not be built ({other:?})");
-                    None
-                }
-            }
-        })
-        .clone()
-}
+// Not every test binary uses every helper.
+#[allow(unused_imports)]
+pub use qpci_fixture::daemon::{qpcid, target_dir};
 
 /// Skips (returns `None`) or fails, as `QPCI_E2E_REQUIRED` says.
 pub fn unavailable<T>(why: &str) -> Option<T> {
-    if std::env::var_os("QPCI_E2E_REQUIRED").is_some_and(|v| v == "1") {
-        panic!("GUI test needs qpcid: {why}");
-    }
-    eprintln!("note: skipping a GUI test: {why}");
-    None
+    qpci_fixture::daemon::unavailable("a GUI test", why)
 }
 
 /// A running qpcid with its folders and host tree.
