@@ -2,19 +2,29 @@
 //! lock) and writes batches durably, off the state owner's thread.
 //!
 //! The owner hands it a whole registry (the last committed state plus one
-//! batch of changes); the saver turns it into records, saves them with
-//! [`StateFile::save`] (temp file, fsync, rename, fsync of the folder) and
-//! hands the registry back with the result, so a batch costs the owner one
-//! registry clone and nothing else. Every save is logged as `state saved`
-//! with its running number (`save=N`), the changes and clients it carried
-//! and how long it took; tests count saves from that line.
+//! batch of changes); the saver turns it into records, saves them durably
+//! (temp file, fsync, rename, fsync of the folder) and hands the registry
+//! back with the result, so a batch costs the owner one registry clone (one
+//! count per qube: the qubes are shared) and nothing else. Every save is
+//! logged as `state saved` with its running number (`save=N`), the changes
+//! and clients it carried and how long it took; tests count saves from that
+//! line.
+//!
+//! **Incremental saves.** The saver keeps the last registry it saved with
+//! success and that registry's records. The next registry's records are made
+//! from them with [`Registry::update_records`], which rebuilds only the
+//! qubes that are not the very ones (same allocation) of the saved registry
+//! and names them; [`StateFile::save_changed`] then trusts that list and
+//! copies every other qube's text from the last save. Both hold only
+//! relative to the last *successful* save, so a failed save forgets them and
+//! the next save is a full [`StateFile::save`], which compares every qube.
 
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use qpci_core::registry::Registry;
-use qpci_store::{StateFile, StoreError};
+use qpci_store::{QubesXml, StateFile, StoreError};
 
 /// One batch to make durable.
 #[derive(Debug)]
@@ -58,19 +68,34 @@ impl Saver {
             .name("qpcid-saver".to_owned())
             .spawn(move || {
                 let mut number = 0u64;
+                // The last successfully saved registry and its records.
+                let mut last: Option<(Registry, QubesXml)> = None;
                 for req in rx {
                     if !delay.is_zero() {
                         std::thread::sleep(delay);
                     }
                     let started = Instant::now();
                     number += 1;
-                    let result = file.save(&req.registry.to_records());
+                    let (result, qubes) = match last.take() {
+                        Some((since, mut xml)) => {
+                            let changed = req.registry.update_records(Some(&since), &mut xml);
+                            let result = file.save_changed(&xml, &changed);
+                            drop(since);
+                            (result.map(|()| xml), Some(changed.len()))
+                        }
+                        None => {
+                            let xml = req.registry.to_records();
+                            (file.save(&xml).map(|()| xml), None)
+                        }
+                    };
+                    let result = result.map(|xml| last = Some((req.registry.clone(), xml)));
                     let ms = started.elapsed().as_secs_f64() * 1e3;
                     match &result {
                         Ok(()) => tracing::info!(
                             save = number,
                             changes = req.changes,
                             clients = req.clients,
+                            qubes_written = qubes,
                             ms,
                             "state saved"
                         ),

@@ -2,9 +2,12 @@
 //! the same bytes, measured in the same run (run by `scripts/bench-state`).
 //!
 //! Two saves are measured: `save1`, the daemon's case (the loaded file's
-//! records, freshly built, with one qube changed since the last save), which
-//! carries the goal; and `saveall`, two versions differing in every qube saved
-//! in turn (the worst case, reported). Each has its own state folder, so its
+//! records with one qube changed since the last save, saved with
+//! `StateFile::save_changed` told that qube's qid, as the daemon's saver
+//! does), which carries the goal; and `saveall`, two versions differing in
+//! every qube saved in turn with `StateFile::save` (the worst case,
+//! reported). `examples/bench_registry_save` of qpci-core measures the
+//! daemon's whole path (registry change, records, save). Each has its own state folder, so its
 //! save cache holds what it saved last. Also reported: roxmltree's parse alone
 //! and quick-xml's event stream alone on the same file, for the load.
 //!
@@ -19,7 +22,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use qpci_store::{DeviceRecord, DomainRecord, LabelRecord, PropertyValue, QubesXml, StateFile};
+use qpci_store::{
+    ChangedSet, DeviceRecord, DomainRecord, LabelRecord, PropertyValue, QubesXml, StateFile,
+};
 
 fn state(n: usize, variant: u32) -> QubesXml {
     let mut x = QubesXml::default();
@@ -146,11 +151,12 @@ impl Row {
 }
 
 /// Sets qube `k`'s memory to `400 + v` (same length for v < 10, so the
-/// file's size does not change).
-fn set_memory(x: &mut QubesXml, k: usize, v: u32) {
+/// file's size does not change); returns what changed.
+fn set_memory(x: &mut QubesXml, k: usize, v: u32) -> ChangedSet {
     let d = &mut x.domains[k + 2];
     d.properties
         .insert("memory".into(), PropertyValue::Text((400 + v).to_string()));
+    [d.qid].into_iter().collect()
 }
 
 fn measure(base: &Path, n: usize, reps: usize) -> Row {
@@ -186,12 +192,12 @@ fn measure(base: &Path, n: usize, reps: usize) -> Row {
     let (mut rox, mut qx) = (vec![], vec![]);
     for r in 0..reps {
         // A different qube each time, flipping its memory between two values.
-        set_memory(&mut one, r * 7919 % n.max(1), 2 + (r as u32 / 2) % 2);
+        let changed = set_memory(&mut one, r * 7919 % n.max(1), 2 + (r as u32 / 2) % 2);
         let fresh = one.clone();
         let text = fresh.to_xml();
         assert_eq!(text.len(), all_texts[0].len());
         let worst = &all[r % 2];
-        let mut s1 = || ms(|| sf_one.save(&fresh).unwrap());
+        let mut s1 = || ms(|| sf_one.save_changed(&fresh, &changed).unwrap());
         let mut sa = || ms(|| sf_all.save(worst).unwrap());
         let w = || ms(|| raw_durable_write(&dir, text.as_bytes()));
         // Interleaved, rotating which goes first, so drift in disk speed or
@@ -342,8 +348,8 @@ fn main() {
     println!("load average at end: {}", loadavg());
     println!(
         "medians of interleaved runs. raw: write+fsync+rename+folder fsync of the same bytes. \
-         save1: durable save of the loaded state with one qube changed (the daemon's case; \
-         goal: rate >= 80% of raw's, i.e. 1/raw >= 80%); saveall: every qube changed \
+         save1: durable save of the loaded state with one qube changed, told which (the \
+         daemon's case; goal: rate >= 80% of raw's, i.e. 1/raw >= 80%); saveall: every qube changed \
          (reported, no goal); load of 10000 qubes: goal < 200 ms; rox: roxmltree's \
          parse alone, qx: quick-xml's events alone (no records built)"
     );

@@ -18,10 +18,19 @@
 //! the disk; a failed save leaves it as it was. A changed domain is encoded
 //! once its text stops changing (the next save that writes it the same), so
 //! saves that change everything do not pay for encodings they cannot use.
+//!
+//! A caller that knows which domains changed since the last successful save
+//! (the daemon does, from its registry) passes them as a
+//! [`ChangedSet`](crate::ChangedSet): every other domain with a cached entry
+//! of its qid is then taken as equal without comparing anything, so the save
+//! does no work per unchanged domain beyond copying its text. Debug builds
+//! keep a copy of each saved record and check every such claim, so a test
+//! that misses a change gets an error instead of a file that lies.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Range;
 
+use crate::changed::ChangedSet;
 use crate::model::{
     DeviceExtra, DeviceRecord, DomainExtra, DomainRecord, DomainSection, ElementExtra, EntryExtra,
     LabelRecord, ListExtra, MapExtra, MapSlot, PropertyValue, QubesXml, Slot,
@@ -36,6 +45,9 @@ struct Entry {
     span: Range<usize>,
     /// Its record's encoding in `enc`, when it was encoded.
     enc: Option<Range<usize>>,
+    /// The record as saved, to check the claims of a [`ChangedSet`] (debug builds only).
+    #[cfg(debug_assertions)]
+    record: DomainRecord,
 }
 
 /// The last save's text, domains and labels.
@@ -78,8 +90,10 @@ pub(crate) struct Plan {
 
 impl SaveCache {
     /// Finds, for each domain of `state`, the cached domain of the same qid
-    /// and whether the records are equal.
-    pub(crate) fn plan(&self, state: &QubesXml) -> Plan {
+    /// and whether the records are equal: by comparing with the cached
+    /// encoding, or, with a `hint`, by the caller's word (any domain not in
+    /// it that has a cached entry is equal).
+    pub(crate) fn plan(&self, state: &QubesXml, hint: Option<&ChangedSet>) -> Plan {
         let entries = &self.entries;
         // Domains usually keep their places; the map is only for when they do not.
         let mut by_qid: Option<HashMap<u32, usize>> = None;
@@ -98,6 +112,11 @@ impl SaveCache {
                 });
                 map.get(&d.qid).copied()
             };
+            if let Some(hint) = hint {
+                unchanged.push(j.is_some() && !hint.contains(d.qid));
+                same_qid.push(j);
+                continue;
+            }
             let cached = j
                 .and_then(|j| entries.get(j))
                 .and_then(|e| e.enc.clone())
@@ -117,6 +136,26 @@ impl SaveCache {
             unchanged,
             same_text: Vec::new(),
         }
+    }
+
+    /// The first domain the plan takes as unchanged whose record differs
+    /// from the one saved: a [`ChangedSet`] that missed a change.
+    #[cfg(debug_assertions)]
+    pub(crate) fn undeclared_change<'a>(
+        &self,
+        plan: &Plan,
+        state: &'a QubesXml,
+    ) -> Option<&'a DomainRecord> {
+        state
+            .domains
+            .iter()
+            .zip(plan.same_qid.iter().zip(&plan.unchanged))
+            .find(|(d, (j, u))| {
+                **u && j
+                    .and_then(|j| self.entries.get(j))
+                    .is_none_or(|e| e.record != **d)
+            })
+            .map(|(d, _)| d)
     }
 
     /// What the plan proves to the checks.
@@ -210,24 +249,33 @@ impl SaveCache {
             let j = plan.same_qid.get(i).copied().flatten();
             let prev = j.and_then(|j| old.get_mut(j));
             let unchanged = plan.unchanged.get(i) == Some(&true);
-            let (name, enc) = match prev {
-                Some(e) if unchanged => (std::mem::take(&mut e.name), e.enc.take()),
+            let entry = match prev {
+                Some(e) if unchanged => Entry {
+                    qid: d.qid,
+                    name: std::mem::take(&mut e.name),
+                    span,
+                    enc: e.enc.take(),
+                    #[cfg(debug_assertions)]
+                    record: std::mem::take(&mut e.record),
+                },
                 _ => {
                     let enc = (plan.same_text.get(i) == Some(&true)).then(|| {
                         let start = self.enc.len();
                         d.enc(&mut self.enc);
                         start..self.enc.len()
                     });
-                    (d.name.clone(), enc)
+                    Entry {
+                        qid: d.qid,
+                        name: d.name.clone(),
+                        span,
+                        enc,
+                        #[cfg(debug_assertions)]
+                        record: d.clone(),
+                    }
                 }
             };
-            live += enc.as_ref().map_or(0, ExactSizeIterator::len);
-            entries.push(Entry {
-                qid: d.qid,
-                name,
-                span,
-                enc,
-            });
+            live += entry.enc.as_ref().map_or(0, ExactSizeIterator::len);
+            entries.push(entry);
         }
         if self.enc.len() > 2 * live + 4096 {
             let mut packed = Vec::with_capacity(live);

@@ -221,6 +221,21 @@ pub enum StoreError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A save was told a domain had not changed since the last save, and it
+    /// had: the caller missed a change (a bug). Found by the check debug
+    /// builds make of every such claim; nothing was written.
+    #[error(
+        "{}: bug: qube {name:?} (qid {qid}) changed since the last save but was declared unchanged; nothing written",
+        path.display()
+    )]
+    UndeclaredChange {
+        /// The state file.
+        path: PathBuf,
+        /// The domain's qid.
+        qid: u32,
+        /// The domain's name (clipped when long).
+        name: String,
+    },
     /// Another qpci process holds the state lock.
     #[error("{}: state is locked by another qpci process{}", path.display(), match pid { Some(p) => format!(" (pid {p})"), None => String::new() })]
     Locked {

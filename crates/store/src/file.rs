@@ -7,6 +7,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::cache::SaveCache;
+use crate::changed::ChangedSet;
 use crate::error::{Location, StoreError, io_err};
 use crate::lock::StateLock;
 use crate::model::QubesXml;
@@ -63,6 +64,35 @@ pub struct StateFile {
     /// The last save's text and records: the next save copies the domains
     /// that did not change instead of serialising and checking them again.
     cache: SaveCache,
+    /// The file our last save put in place: while `qubes.xml` is still that
+    /// file, it carries the marker and need not be read to know it.
+    written: Option<FileId>,
+}
+
+/// What tells one file from another without reading it: the inode (a
+/// replace by rename, Qubes' way, gives a new one), and the size and the
+/// change times a rewrite in place changes. Only a rewrite in place to the
+/// same size within one tick of the kernel's file clock could look the same;
+/// the state lock keeps other writers out anyway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileId {
+    fn of(m: &fs::Metadata) -> Self {
+        FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
 }
 
 impl StateFile {
@@ -74,6 +104,7 @@ impl StateFile {
             path: dir.join(STATE_FILE),
             lock,
             cache: SaveCache::default(),
+            written: None,
         };
         sf.remove_stale_temps()?;
         let state = sf.load()?;
@@ -138,8 +169,43 @@ impl StateFile {
     /// A save costs in proportion to what changed since the last one: the
     /// domains equal to the last save's are copied as the bytes written then
     /// (see `cache.rs`); the output is the same as [`QubesXml::to_xml`]'s.
+    /// Finding them compares every domain with the last save; a caller that
+    /// knows what changed uses [`save_changed`](Self::save_changed).
     pub fn save(&mut self, state: &QubesXml) -> Result<(), StoreError> {
-        let mut plan = self.cache.plan(state);
+        self.save_with(state, None)
+    }
+
+    /// [`save`](Self::save), taking the caller's word on what changed: every
+    /// domain whose qid is not in `changed` and that the last successful save
+    /// of this `StateFile` had (same qid) is taken as equal to it, so it is
+    /// copied as the bytes written then and its own checks are skipped,
+    /// without comparing it. The output and the durability are `save`'s.
+    ///
+    /// `changed` must be relative to the last save that returned `Ok`; after
+    /// a failed save, the caller that cannot tell uses [`save`](Self::save).
+    /// Debug builds check the claim against a copy of the saved records and
+    /// return [`StoreError::UndeclaredChange`] (nothing written) when a
+    /// domain declared unchanged is not equal to its last saved record.
+    pub fn save_changed(
+        &mut self,
+        state: &QubesXml,
+        changed: &ChangedSet,
+    ) -> Result<(), StoreError> {
+        self.save_with(state, Some(changed))
+    }
+
+    fn save_with(&mut self, state: &QubesXml, hint: Option<&ChangedSet>) -> Result<(), StoreError> {
+        let mut plan = self.cache.plan(state, hint);
+        #[cfg(debug_assertions)]
+        if hint.is_some()
+            && let Some(d) = self.cache.undeclared_change(&plan, state)
+        {
+            return Err(StoreError::UndeclaredChange {
+                path: self.path.clone(),
+                qid: d.qid,
+                name: crate::error::clip(&d.name),
+            });
+        }
         let known = self.cache.known(&plan, state);
         crate::validate::check_known(state, &self.path, Some(&known))?;
         drop(known);
@@ -156,18 +222,26 @@ impl StateFile {
         }
     }
 
-    fn replace_with(&self, text: &str) -> Result<(), StoreError> {
+    fn replace_with(&mut self, text: &str) -> Result<(), StoreError> {
         let meta = match fs::metadata(&self.path) {
             Ok(m) => Some(m),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(io_err("stat", &self.path)(e)),
         };
-        if meta.is_some() && !self.on_disk_written_by_qpci()? {
+        let ours = self
+            .written
+            .is_some_and(|w| meta.as_ref().map(FileId::of) == Some(w));
+        // Forgotten until this save is known to be in place: after a failure
+        // the next save reads the file's head again.
+        self.written = None;
+        if meta.is_some() && !ours && !self.on_disk_written_by_qpci()? {
             let copy = self.dir.join(BEFORE_QPCI_FILE);
             let old = fs::read(&self.path).map_err(io_err("read", &self.path))?;
             write_atomic(&self.dir, &copy, &old, meta.as_ref())?;
         }
-        write_atomic(&self.dir, &self.path, text.as_bytes(), meta.as_ref())
+        let id = write_atomic_id(&self.dir, &self.path, text.as_bytes(), meta.as_ref())?;
+        self.written = Some(id);
+        Ok(())
     }
 
     /// Whether the current file carries qpci's marker before its root element.
@@ -192,6 +266,16 @@ pub fn write_atomic(
     bytes: &[u8],
     like: Option<&fs::Metadata>,
 ) -> Result<(), StoreError> {
+    write_atomic_id(dir, target, bytes, like).map(drop)
+}
+
+/// [`write_atomic`], returning the identity of the file put in place.
+fn write_atomic_id(
+    dir: &Path,
+    target: &Path,
+    bytes: &[u8],
+    like: Option<&fs::Metadata>,
+) -> Result<FileId, StoreError> {
     let mode = like.map_or(0o600, |m| m.permissions().mode() & 0o7777);
     let mut tmp = tempfile::Builder::new()
         .prefix(TEMP_PREFIX)
@@ -218,9 +302,16 @@ pub fn write_atomic(
     tmp.as_file()
         .sync_all()
         .map_err(io_err("fsync", &tmp_path))?;
-    tmp.persist(target)
+    let file = tmp
+        .persist(target)
         .map_err(|e| io_err("rename temporary file over", target)(e.error))?;
-    sync_dir(dir)
+    // After the rename, which may change the inode's ctime.
+    let id = file
+        .metadata()
+        .map(|m| FileId::of(&m))
+        .map_err(io_err("stat", target))?;
+    sync_dir(dir)?;
+    Ok(id)
 }
 
 /// fsyncs a folder so a rename in it survives power loss.

@@ -5,7 +5,8 @@
 //! [`DomainRecord`], [`DeviceRecord`], ...) and back, keeping everything qpci
 //! does not model (storage pools, volume configs, other programs' elements
 //! and attributes, comments) verbatim at its place. It writes durably
-//! ([`StateFile::save`]), keeps a copy of the last file another program wrote
+//! ([`StateFile::save`], or [`StateFile::save_changed`] when the caller knows
+//! which domains changed), keeps a copy of the last file another program wrote
 //! (`qubes.xml.before-qpci`), and locks the folder against a second writer
 //! ([`StateLock`]).
 //!
@@ -26,6 +27,7 @@
 #![deny(missing_docs)]
 
 mod cache;
+mod changed;
 mod error;
 mod file;
 mod lock;
@@ -34,6 +36,7 @@ mod parse;
 mod validate;
 mod write;
 
+pub use changed::ChangedSet;
 pub use error::{Location, StoreError};
 pub use file::{
     BEFORE_QPCI_FILE, STATE_FILE, StateFile, TEMP_PREFIX, read_state, sync_dir, write_atomic,

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
+use std::sync::Arc;
 
 use qpci_store::{DomainRecord, PropertyValue, QubesXml};
 use qpci_types::QubeName;
@@ -121,7 +122,7 @@ impl Registry {
         };
         Registry {
             doc,
-            domains: vec![dom0],
+            domains: vec![Arc::new(dom0)],
             host: HostFacts::default(),
         }
     }
@@ -232,7 +233,7 @@ impl Registry {
                 d.record.tags.insert(format!("{p}-{v}"));
             }
         }
-        self.domains.push(d);
+        self.domains.push(Arc::new(d));
         Ok(name)
     }
 

@@ -1,6 +1,7 @@
 //! `qubes.xml` records → registry (spec/admin-api.md §6 loading rules).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use qpci_host::{Inventory, PortIdKind};
 use qpci_store::{DeviceRecord, DomainRecord, QubesXml};
@@ -39,7 +40,7 @@ impl Registry {
                     d.name
                 )));
             }
-            domains.push(d);
+            domains.push(Arc::new(d));
         }
         let dom0_ok = domains
             .iter()

@@ -19,6 +19,7 @@ mod save;
 mod tags;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use qpci_store::{DeviceRecord, DomainRecord, QubesXml};
 use qpci_types::QubeName;
@@ -74,8 +75,12 @@ pub struct Registry {
     /// The document without its domains: version, labels, global
     /// properties and foreign content.
     pub(crate) doc: QubesXml,
-    /// The qubes, in file order (new ones appended).
-    pub(crate) domains: Vec<Domain>,
+    /// The qubes, in file order (new ones appended). Shared between a
+    /// registry and its clones: a clone costs one count per qube, and every
+    /// change goes through [`Arc::make_mut`] (see [`Registry::dom_mut`]), so
+    /// a changed qube is a new allocation whenever the old one is shared.
+    /// [`Registry::update_records`] relies on that to find the changed qubes.
+    pub(crate) domains: Vec<Arc<Domain>>,
     /// Host facts for defaults and checks.
     pub(crate) host: HostFacts,
 }
@@ -169,7 +174,7 @@ impl Registry {
 
     /// Every qube's name: dom0 first, then by name (`admin.vm.List` order).
     pub fn names(&self) -> Vec<QubeName> {
-        let mut names: Vec<&Domain> = self.domains.iter().collect();
+        let mut names: Vec<&Domain> = self.domains.iter().map(|d| &**d).collect();
         names.sort_by(|a, b| {
             (a.class != QubeClass::AdminVM, &a.name).cmp(&(b.class != QubeClass::AdminVM, &b.name))
         });
@@ -236,11 +241,21 @@ impl Registry {
     }
 
     pub(crate) fn dom(&self, name: &str) -> Option<&Domain> {
-        self.domains.iter().find(|d| d.name.as_str() == name)
+        self.domains
+            .iter()
+            .find(|d| d.name.as_str() == name)
+            .map(|d| &**d)
     }
 
+    /// The qube, to change: a copy of its own when it is shared with
+    /// another registry (the saver's last saved one, the owner's committed
+    /// one), so that registry never sees the change. Call it only to change
+    /// the qube: each call marks it changed for the next save.
     pub(crate) fn dom_mut(&mut self, name: &str) -> Option<&mut Domain> {
-        self.domains.iter_mut().find(|d| d.name.as_str() == name)
+        self.domains
+            .iter_mut()
+            .find(|d| d.name.as_str() == name)
+            .map(Arc::make_mut)
     }
 
     /// The qube or `QubesVMNotFoundError`.
