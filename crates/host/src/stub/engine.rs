@@ -407,6 +407,19 @@ impl<'a> Engine<'a> {
         }
     }
 
+    /// Drops `a` from pciback's slot list. `ENOENT` means it is not listed,
+    /// but only the list itself is believed: a refused write that merely
+    /// says so would leave pciback to seize the device again.
+    pub(crate) fn remove_slot(&self, a: PciAddress) -> Result<(), StubError> {
+        let file = Path::new("sys/bus/pci/drivers/pciback/remove_slot");
+        match self.write(a, file, &a.to_string()) {
+            Err(e) if e.errno() == Some(ENOENT) && !pciback_slots(&self.root).contains(&a) => {
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
     /// Wraps `error` as [`StubError::Vanished`] when `a` is no longer on
     /// the bus (hot-removed mid-transaction): the write failed because the
     /// device is gone, not because the kernel refused it.

@@ -16,7 +16,7 @@ use super::sysfs_io::RealRootRefused;
 #[derive(Debug, thiserror::Error)]
 pub enum StubError {
     /// A write failed.
-    #[error("{device}: writing {value:?} to {} failed: {source}", file.display())]
+    #[error("{device}: writing {value:?} to {} failed: {source}{}", file.display(), errno_hint(*errno))]
     Write {
         /// The device concerned.
         device: PciAddress,
@@ -211,6 +211,21 @@ pub enum StubError {
         /// How long the engine waited after `drivers_probe`.
         waited: Duration,
     },
+    /// After a rollback the tree still differs from the device's snapshot:
+    /// where it was left, as the tree shows it, and the writes that put it
+    /// back by hand.
+    #[error("{device} is not back as it was: {left} ({before}); to fix, as root: {fix}")]
+    NotRestored {
+        /// The device.
+        device: PciAddress,
+        /// Where it is: `left on <driver>` or `left with no driver`, then
+        /// every other difference (override, pciback slot, permissive).
+        left: String,
+        /// Where it was.
+        before: String,
+        /// The shell commands that restore it.
+        fix: String,
+    },
     /// Give-back: no module of the matches provides a registered driver.
     #[error("{device}: no host driver registered after loading {}", modules.join(", "))]
     NoHostDriver {
@@ -229,6 +244,27 @@ impl StubError {
             Self::Read { source, .. } => source.raw_os_error(),
             _ => None,
         }
+    }
+}
+
+/// The errno's name and what to do about it, for a failed sysfs write.
+fn errno_hint(errno: Option<i32>) -> &'static str {
+    use super::errno::{EACCES, EBUSY, EEXIST, EINVAL, EIO, ENODEV, ENOENT, EPERM};
+    match errno {
+        Some(EBUSY) => " [EBUSY: the device or its driver is busy; retry once it is idle]",
+        Some(ENODEV) => {
+            " [ENODEV: the device is gone or the driver refused it; check `lspci -k` and the kernel log]"
+        }
+        Some(EINVAL) => {
+            " [EINVAL: the kernel rejected the value; the kernel log (dmesg) names the driver's reason]"
+        }
+        Some(EPERM | EACCES) => " [EACCES: permission denied; writing sysfs needs root]",
+        Some(ENOENT) => " [ENOENT: no such file; is the driver's module loaded?]",
+        Some(EIO) => {
+            " [EIO: the device or its driver failed the request; see the kernel log (dmesg)]"
+        }
+        Some(EEXIST) => " [EEXIST: it is there already]",
+        _ => "",
     }
 }
 

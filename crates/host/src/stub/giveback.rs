@@ -338,16 +338,10 @@ impl Engine<'_> {
         }
         if snap.in_slots {
             // Without this pciback, registered first, seizes it again.
-            match self.write(
-                a,
-                Path::new("sys/bus/pci/drivers/pciback/remove_slot"),
-                &sbdf,
-            ) {
-                Err(e) if e.errno() != Some(super::errno::ENOENT) => return Err(e),
-                _ => steps.push(format!(
-                    "write {a} to sys/bus/pci/drivers/pciback/remove_slot"
-                )),
-            }
+            self.remove_slot(a)?;
+            steps.push(format!(
+                "write {a} to sys/bus/pci/drivers/pciback/remove_slot"
+            ));
         }
         if snap.driver.is_some() {
             self.unbind(a)?;

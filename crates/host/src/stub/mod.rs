@@ -41,6 +41,8 @@ pub use sysfs_io::{Fault, FaultyWriter, RealWriter, SysfsWriter, WriteAccess};
 /// The Linux errnos the engine and the fake kernel name (x86-64 and
 /// every other Linux architecture agree on these).
 pub mod errno {
+    /// Operation not permitted.
+    pub const EPERM: i32 = 1;
     /// No such file.
     pub const ENOENT: i32 = 2;
     /// I/O error.

@@ -4,7 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::super::errno::ENOENT;
+use qpci_types::PciAddress;
+
 use super::super::error::{BindFailure, StubError};
 use super::super::tree::{
     current_driver, current_override, device_present, device_rel, pciback_slots,
@@ -20,23 +21,143 @@ impl Engine<'_> {
         let mut undo_errors = Vec::new();
         let mut rolled_back = Vec::new();
         let mut vanished = Vec::new();
+        let mut not_restored = Vec::new();
         for s in snapshots {
             if !device_present(&self.root, &s.address) {
                 vanished.push(s.address);
                 continue;
             }
-            match self.restore(s) {
-                Ok(()) => rolled_back.push(s.address),
+            let result = self.restore(s);
+            if !device_present(&self.root, &s.address) {
                 // Gone while being restored: its errors only say so.
-                Err(_) if !device_present(&self.root, &s.address) => vanished.push(s.address),
-                Err(e) => undo_errors.extend(e),
+                vanished.push(s.address);
+                continue;
+            }
+            undo_errors.extend(result.err().into_iter().flatten());
+            // Judged from the tree, not from the writes that succeeded: a
+            // device is rolled back only when it reads as its snapshot.
+            let now = self.observe(s.address);
+            if now == **s {
+                rolled_back.push(s.address);
+            } else {
+                not_restored.push(self.not_restored(s, &now));
             }
         }
+        // Last, so the message ends with where each device was left.
+        undo_errors.extend(not_restored);
         BindFailure {
             error: Box::new(error),
             rolled_back,
             undo_errors,
             vanished,
+        }
+    }
+
+    /// The device's binding as the host shows it now.
+    pub(crate) fn observe(&self, a: PciAddress) -> Snapshot {
+        Snapshot {
+            address: a,
+            driver: current_driver(&self.root, &a),
+            // Unreadable counts as a difference only if the snapshot had one.
+            driver_override: current_override(&self.root, &a).ok().flatten(),
+            in_slots: pciback_slots(&self.root).contains(&a),
+            permissive: permissive_list(&self.root).contains(&a),
+        }
+    }
+
+    /// Where `now` differs from `was`, and the writes that undo it by hand.
+    fn not_restored(&self, was: &Snapshot, now: &Snapshot) -> StubError {
+        let a = was.address;
+        let sys = |rel: String| self.root.join(rel).display().to_string();
+        let show = |o: &Option<String>| o.clone().unwrap_or_else(|| "(null)".into());
+        let mut left = match &now.driver {
+            Some(d) => format!("left on {d}"),
+            None => "left with no driver".to_owned(),
+        };
+        if now.driver_override != was.driver_override {
+            left += &format!(
+                ", driver_override {} (was {})",
+                show(&now.driver_override),
+                show(&was.driver_override)
+            );
+        }
+        if now.in_slots != was.in_slots {
+            left += if now.in_slots {
+                ", in pciback's slots (was not)"
+            } else {
+                ", missing from pciback's slots"
+            };
+        }
+        if now.permissive != was.permissive {
+            left += if now.permissive {
+                ", permissive (was not)"
+            } else {
+                ", no longer permissive"
+            };
+        }
+        let before = match &was.driver {
+            Some(d) => format!("it was on {d}"),
+            None => "it had no driver".to_owned(),
+        };
+        let ov = sys(device_rel(&a).join("driver_override").display().to_string());
+        let set_override = |o: &Option<String>| match o {
+            Some(o) => format!("echo {o} > {ov}"),
+            None => format!("echo > {ov}"),
+        };
+        // pciback forgets permissive only when the device leaves it.
+        let rebind = now.driver != was.driver || now.permissive && !was.permissive;
+        let mut fix = Vec::new();
+        if now.driver.is_some() && rebind {
+            fix.push(format!(
+                "echo {a} > {}",
+                sys(device_rel(&a).join("driver/unbind").display().to_string())
+            ));
+        }
+        if now.in_slots && !was.in_slots {
+            fix.push(format!(
+                "echo {a} > {}",
+                sys("sys/bus/pci/drivers/pciback/remove_slot".into())
+            ));
+        }
+        if was.in_slots && !now.in_slots {
+            fix.push(format!(
+                "echo {a} > {}",
+                sys("sys/bus/pci/drivers/pciback/new_slot".into())
+            ));
+        }
+        match &was.driver {
+            Some(d) if rebind => {
+                let pin = needs_pin(was, d);
+                if pin {
+                    fix.push(set_override(&Some(d.clone())));
+                } else if now.driver_override != was.driver_override {
+                    fix.push(set_override(&was.driver_override));
+                }
+                fix.push(format!(
+                    "echo {a} > {}",
+                    sys(format!("sys/bus/pci/drivers/{d}/bind"))
+                ));
+                if pin {
+                    fix.push(set_override(&was.driver_override));
+                }
+            }
+            _ => {
+                if now.driver_override != was.driver_override {
+                    fix.push(set_override(&was.driver_override));
+                }
+            }
+        }
+        if was.permissive && !now.permissive {
+            fix.push(format!(
+                "echo {a} > {}",
+                sys("sys/bus/pci/drivers/pciback/permissive".into())
+            ));
+        }
+        StubError::NotRestored {
+            device: a,
+            left,
+            before,
+            fix: fix.join("; "),
         }
     }
 
@@ -69,14 +190,7 @@ impl Engine<'_> {
             );
         }
         if !snap.in_slots && pciback_slots(&self.root).contains(&a) {
-            match self.write(
-                a,
-                Path::new("sys/bus/pci/drivers/pciback/remove_slot"),
-                &a.to_string(),
-            ) {
-                Err(e) if e.errno() != Some(ENOENT) => errors.push(e),
-                _ => {}
-            }
+            errors.extend(self.remove_slot(a).err());
         }
         if snap.in_slots && !pciback_slots(&self.root).contains(&a) {
             // A give-back removed it; pciback needs it to take the device again.
@@ -87,14 +201,8 @@ impl Engine<'_> {
             && current_driver(&self.root, &a).as_ref() != Some(orig)
         {
             let bind = PathBuf::from(format!("sys/bus/pci/drivers/{orig}/bind"));
-            // vfio-pci and pci-stub have empty id tables: without an
-            // override naming them (the device was put there through a
-            // dynamic id, say) no bind or probe reaches them. Pin the
-            // override for the bind, then put the snapshot's value back.
             let ov = device_rel(&a).join("driver_override");
-            let pin = is_stub_driver(orig)
-                && orig != Stub::Pciback.name()
-                && snap.driver_override.as_deref() != Some(orig.as_str());
+            let pin = needs_pin(snap, orig);
             if pin {
                 errors.extend(self.write(a, &ov, orig).err());
             }
@@ -113,10 +221,32 @@ impl Engine<'_> {
                 errors.extend(self.write(a, &ov, &value).err());
             }
         }
+        // pciback keeps `permissive` per bound device: the unbind that
+        // started a give-back dropped it.
+        if snap.permissive
+            && current_driver(&self.root, &a).as_deref() == Some(Stub::Pciback.name())
+            && !permissive_list(&self.root).contains(&a)
+        {
+            let file = Path::new("sys/bus/pci/drivers/pciback/permissive");
+            errors.extend(self.write(a, file, &a.to_string()).err());
+        }
         if errors.is_empty() {
             Ok(())
         } else {
             Err(errors)
         }
     }
+}
+
+/// Whether binding `snap`'s original driver `orig` needs `driver_override`
+/// set to it for the bind, the snapshot's value written back after.
+/// vfio-pci and pci-stub have empty id tables: without an override naming
+/// them (the device was put there through a dynamic id, say) no bind or
+/// probe reaches them. And any other override filters the bind out: a
+/// stale stub override on a device still on its host driver (left by an
+/// interrupted give-back, or written by hand) makes the kernel refuse the
+/// host driver's bind and hand the device to the stub at the probe.
+fn needs_pin(snap: &Snapshot, orig: &str) -> bool {
+    snap.driver_override.as_deref() != Some(orig)
+        && (snap.driver_override.is_some() || is_stub_driver(orig) && orig != Stub::Pciback.name())
 }
