@@ -951,3 +951,30 @@ fn assign_to_running_qube_says_next_start() {
         "work is running: PCI devices are attached only at start, so dom0:00_14.0:0x8086:0xa0ed::p0c0330 will be attached at its next start"
     );
 }
+
+/// KVM without an active IOMMU: vfio-pci would refuse the device at probe
+/// time (and the qube's DMA would be unconfined), so start refuses first and
+/// says how to turn the IOMMU on. Xen dom0 exposes no groups and is unaffected.
+#[test]
+fn kvm_without_iommu_refuses_start() {
+    let mut inv = host(Kvm);
+    inv.iommu_groups = false;
+    for d in &mut inv.devices {
+        d.iommu_group = None;
+        d.iommu_group_peers.clear();
+    }
+    let rt = runtime(&inv, NONE);
+    let q = work(vec![asg("00_15.0", I2C, &[])]);
+    let got = plan_start(&q, &rt, &inv, Kvm).map_or_else(err, |d| start_text(&d));
+    assert_eq!(
+        got,
+        "ERR QubesException: Cannot start work: pci device 00_15.0 (0000:00:15.0) has no IOMMU group, \
+         so vfio-pci (KVM) cannot take it and the qube's DMA would reach all of dom0's memory; enable \
+         the IOMMU (VT-d or AMD-Vi in the firmware setup, intel_iommu=on or amd_iommu=on on the kernel \
+         command line), reboot, and check with qvm-pci doctor"
+    );
+    let xen = host(Xen);
+    let rt = runtime(&xen, NONE);
+    let got = plan_start(&q, &rt, &xen, Xen).map_or_else(err, |d| start_text(&d));
+    assert!(got.starts_with("start work pciback"), "{got}");
+}

@@ -286,6 +286,17 @@ pub enum Refusal {
         /// `port (address)`.
         device: String,
     },
+    /// KVM without an active IOMMU: vfio-pci refuses a device with no
+    /// IOMMU group (linux-pci.md §4), and DMA from the qube would be unconfined.
+    #[error(
+        "Cannot start {qube}: pci device {device} has no IOMMU group, so vfio-pci (KVM) cannot take it and the qube's DMA would reach all of dom0's memory; enable the IOMMU (VT-d or AMD-Vi in the firmware setup, intel_iommu=on or amd_iommu=on on the kernel command line), reboot, and check with qvm-pci doctor"
+    )]
+    NoIommu {
+        /// The qube.
+        qube: QubeName,
+        /// `port (address)`.
+        device: String,
+    },
 }
 
 impl Refusal {
@@ -311,7 +322,8 @@ impl Refusal {
             | Self::NoReset { .. }
             | Self::ResetDomain { .. }
             | Self::IommuGroup { .. }
-            | Self::PermissiveOnKvm { .. } => QubesExc::QubesException,
+            | Self::PermissiveOnKvm { .. }
+            | Self::NoIommu { .. } => QubesExc::QubesException,
         }
     }
 

@@ -285,6 +285,12 @@ impl Ctx<'_> {
                 device: shown,
             });
         }
+        if self.flavour == HostFlavour::Kvm && device.iommu_group.is_none() {
+            return Err(Refusal::NoIommu {
+                qube: name.clone(),
+                device: shown,
+            });
+        }
         check_reset(
             self.qube,
             self.inventory,

@@ -81,6 +81,8 @@ fn driver(mut d: PciDevice, name: &str) -> PciDevice {
 /// | 02:00.1 | 00_1c.0-00_00.1 | 0x8086:0x2726 (0c8000), bus reset only, group 6 |
 /// | 00:1f.0 | 00_1f.0 | ISA bridge 0x8086:0xa082 (critical) |
 /// | 00:1f.3 | 00_1f.3 | audio 0x8086:0xa0c8, snd_hda_intel, no reset at all |
+///
+/// On KVM every function not in groups 5 or 6 has an IOMMU group of its own.
 pub fn host(flavour: HostFlavour) -> Inventory {
     let wifi_bus = ResetDomain::Bus {
         bridge: addr("0000:00:1c.0"),
@@ -166,6 +168,14 @@ pub fn host(flavour: HostFlavour) -> Inventory {
                 .copied()
                 .filter(|m| *m != d.address)
                 .collect();
+        }
+    }
+    if flavour == HostFlavour::Kvm {
+        // With an active IOMMU every function is in some group: the rest stand alone.
+        for (group, d) in (100..).zip(devices.iter_mut()) {
+            if d.iommu_group.is_none() {
+                d.iommu_group = Some(group);
+            }
         }
     }
     devices.sort_by_key(|d| d.address);
