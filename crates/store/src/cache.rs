@@ -26,22 +26,32 @@
 //! does no work per unchanged domain beyond copying its text. Debug builds
 //! keep a copy of each saved record and check every such claim, so a test
 //! that misses a change gets an error instead of a file that lies.
+//!
+//! Copying is not even a copy: the domains' texts live in an arena, and a
+//! save is written as runs (`writev`), each either of its own buffer (the
+//! parts around the domains, the domains it wrote) or of the arena (the
+//! domains it copied, consecutive ones in one run). The domains a save
+//! wrote are appended to the arena when it reached the disk. The arena is
+//! rebuilt (one save copies every domain into its own buffer, which becomes
+//! the arena) when it holds more dead text than live, or when the file has
+//! fragmented into too many runs.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+mod enc;
+
+use std::collections::HashMap;
+use std::io::IoSlice;
 use std::ops::Range;
 
+use self::enc::{Cmp, Enc};
 use crate::changed::ChangedSet;
-use crate::model::{
-    DeviceExtra, DeviceRecord, DomainExtra, DomainRecord, DomainSection, ElementExtra, EntryExtra,
-    LabelRecord, ListExtra, MapExtra, MapSlot, PropertyValue, QubesXml, Slot,
-};
+use crate::model::{DomainRecord, LabelRecord, QubesXml};
 use crate::validate::Known;
 
 /// A domain of the last save.
 struct Entry {
     qid: u32,
     name: String,
-    /// Its `<domain>` element (with the foreign nodes before it) in `text`.
+    /// Its `<domain>` element (with the foreign nodes before it) in the arena.
     span: Range<usize>,
     /// Its record's encoding in `enc`, when it was encoded.
     enc: Option<Range<usize>>,
@@ -50,12 +60,22 @@ struct Entry {
     record: DomainRecord,
 }
 
-/// The last save's text, domains and labels.
+/// Runs a file may have before the next save rebuilds the arena (few in
+/// unit tests, so they rebuild often).
+const MAX_RUNS: usize = if cfg!(test) { 8 } else { 1024 };
+/// Dead text the arena may hold beyond as much as its live text.
+const DEAD_SLACK: usize = if cfg!(test) { 512 } else { 1 << 20 };
+
+/// The last save's domains and labels.
 #[derive(Default)]
 pub(crate) struct SaveCache {
-    text: String,
+    /// The text of every domain of the last save, at its entry's span; dead
+    /// text (of domains changed or removed since) is dropped by a rebuild.
+    arena: String,
     /// The buffer the next save writes into (kept for its capacity).
     spare: String,
+    /// The next save copies every domain into its own buffer (see the module doc).
+    rebuild: bool,
     /// Encodings of records; only appended to, and compacted when more than
     /// half of it is no longer used.
     enc: Vec<u8>,
@@ -70,11 +90,45 @@ impl std::fmt::Debug for SaveCache {
         let encoded = self.entries.iter().filter(|e| e.enc.is_some()).count();
         write!(
             f,
-            "SaveCache({} bytes, {encoded} of {} domains encoded)",
-            self.text.len(),
+            "SaveCache({} bytes of arena, {encoded} of {} domains encoded)",
+            self.arena.len(),
             self.entries.len()
         )
     }
+}
+
+/// A run of a save's text: of its own buffer, or of the arena.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Run {
+    Own(Range<usize>),
+    Arena(Range<usize>),
+}
+
+impl Run {
+    /// Appends `run` to `runs`, merging it into the last when they are adjacent.
+    fn push(runs: &mut Vec<Run>, run: Run) {
+        let (Run::Own(r) | Run::Arena(r)) = &run;
+        if r.is_empty() {
+            return;
+        }
+        match (runs.last_mut(), &run) {
+            (Some(Run::Own(a)), Run::Own(b)) | (Some(Run::Arena(a)), Run::Arena(b))
+                if a.end == b.start =>
+            {
+                a.end = b.end;
+            }
+            _ => runs.push(run),
+        }
+    }
+}
+
+/// The text of a save, not yet on disk.
+pub(crate) struct Written {
+    own: String,
+    /// The whole text, in order.
+    runs: Vec<Run>,
+    /// Per domain of the state, where its text is.
+    locs: Vec<Run>,
 }
 
 /// A save in progress.
@@ -184,49 +238,71 @@ impl SaveCache {
         }
     }
 
-    /// Serialises `state`, copying the unchanged domains from the last text;
-    /// returns the text and each domain's span in it.
-    pub(crate) fn write(
-        &mut self,
-        plan: &mut Plan,
-        state: &QubesXml,
-    ) -> (String, Vec<Range<usize>>) {
-        let mut text = std::mem::take(&mut self.spare);
-        let mut spans = Vec::with_capacity(state.domains.len());
+    /// Serialises `state`, taking the unchanged domains from the arena.
+    pub(crate) fn write(&mut self, plan: &mut Plan, state: &QubesXml) -> Written {
+        let mut own = std::mem::take(&mut self.spare);
+        let mut runs = Vec::new();
+        let mut locs = Vec::with_capacity(state.domains.len());
         let mut same_text = Vec::with_capacity(state.domains.len());
+        let mut own_from = 0;
         let mut depth = self.depth;
-        let (old, entries, cached_depth) = (&self.text, &self.entries, self.depth);
+        let (arena, entries, cached_depth, copy) =
+            (&self.arena, &self.entries, self.depth, self.rebuild);
         let (same_qid, unchanged) = (&plan.same_qid, &plan.unchanged);
-        state.write_xml_with(&mut text, &mut |out, at, i, d| {
+        state.write_xml_with(&mut own, &mut |out, at, i, d| {
             let start = out.len();
-            let old_text = same_qid
+            let old = same_qid
                 .get(i)
                 .copied()
                 .flatten()
                 .filter(|_| at == cached_depth)
                 .and_then(|j| entries.get(j))
-                .and_then(|e| old.get(e.span.clone()));
-            match old_text {
-                Some(bytes) if unchanged.get(i) == Some(&true) => {
-                    out.push_str(bytes);
+                .and_then(|e| Some((e.span.clone(), arena.get(e.span.clone())?)));
+            match old {
+                Some((span, bytes)) if unchanged.get(i) == Some(&true) => {
+                    if copy {
+                        out.push_str(bytes);
+                        locs.push(Run::Own(start..out.len()));
+                    } else {
+                        Run::push(&mut runs, Run::Own(own_from..start));
+                        Run::push(&mut runs, Run::Arena(span.clone()));
+                        own_from = start;
+                        locs.push(Run::Arena(span));
+                    }
                     same_text.push(true);
                 }
                 _ => {
                     crate::write::domain_xml(out, at, d);
-                    same_text.push(old_text.is_some_and(|b| out.get(start..) == Some(b)));
+                    let same = old.is_some_and(|(_, b)| out.get(start..) == Some(b));
+                    same_text.push(same);
+                    locs.push(Run::Own(start..out.len()));
                 }
             }
-            spans.push(start..out.len());
             depth = at;
         });
+        Run::push(&mut runs, Run::Own(own_from..own.len()));
         self.depth = depth;
         plan.same_text = same_text;
-        (text, spans)
+        Written { own, runs, locs }
+    }
+
+    /// The text of `w`, as slices for `writev`.
+    pub(crate) fn slices<'a>(&'a self, w: &'a Written) -> Vec<IoSlice<'a>> {
+        w.runs
+            .iter()
+            .map(|run| {
+                let bytes = match run {
+                    Run::Own(r) => w.own.as_bytes().get(r.clone()),
+                    Run::Arena(r) => self.arena.as_bytes().get(r.clone()),
+                };
+                IoSlice::new(bytes.unwrap_or_default())
+            })
+            .collect()
     }
 
     /// Gives back the buffer of a save that did not reach the disk.
-    pub(crate) fn abandon(&mut self, text: String) {
-        self.spare = text;
+    pub(crate) fn abandon(&mut self, w: Written) {
+        self.spare = w.own;
     }
 
     /// Makes a save that reached the disk the one the next save starts from.
@@ -235,51 +311,100 @@ impl SaveCache {
     /// its text is the same as last time (it changed in a way the text does
     /// not show, or is new since two saves and then unchanged); otherwise it
     /// is encoded at the next save that writes it unchanged.
-    pub(crate) fn commit(
-        &mut self,
-        plan: Plan,
-        state: &QubesXml,
-        text: String,
-        spans: Vec<Range<usize>>,
-    ) {
-        let mut old = std::mem::take(&mut self.entries);
-        let mut entries = Vec::with_capacity(state.domains.len());
-        let mut live = 0;
-        for (i, (d, span)) in state.domains.iter().zip(spans).enumerate() {
-            let j = plan.same_qid.get(i).copied().flatten();
-            let prev = j.and_then(|j| old.get_mut(j));
-            let unchanged = plan.unchanged.get(i) == Some(&true);
-            let entry = match prev {
-                Some(e) if unchanged => Entry {
-                    qid: d.qid,
-                    name: std::mem::take(&mut e.name),
-                    span,
-                    enc: e.enc.take(),
-                    #[cfg(debug_assertions)]
-                    record: std::mem::take(&mut e.record),
-                },
-                _ => {
-                    let enc = (plan.same_text.get(i) == Some(&true)).then(|| {
-                        let start = self.enc.len();
-                        d.enc(&mut self.enc);
-                        start..self.enc.len()
-                    });
-                    Entry {
-                        qid: d.qid,
-                        name: d.name.clone(),
-                        span,
-                        enc,
-                        #[cfg(debug_assertions)]
-                        record: d.clone(),
-                    }
-                }
-            };
-            live += entry.enc.as_ref().map_or(0, ExactSizeIterator::len);
-            entries.push(entry);
+    pub(crate) fn commit(&mut self, plan: Plan, state: &QubesXml, w: Written) {
+        let Written {
+            mut own,
+            runs,
+            locs,
+        } = w;
+        // A save that wrote every domain itself: its buffer is the new arena.
+        let all_own = locs.iter().all(|l| matches!(l, Run::Own(_)));
+        if all_own {
+            std::mem::swap(&mut self.arena, &mut own);
         }
-        if self.enc.len() > 2 * live + 4096 {
-            let mut packed = Vec::with_capacity(live);
-            for e in &mut entries {
+        let arena = &mut self.arena;
+        let mut place = |loc: &Run| match loc {
+            Run::Arena(r) => r.clone(),
+            Run::Own(r) if all_own => r.clone(),
+            Run::Own(r) => {
+                let start = arena.len();
+                arena.push_str(own.get(r.clone()).unwrap_or_default());
+                start..arena.len()
+            }
+        };
+        let aligned = self.entries.len() == state.domains.len()
+            && plan.same_qid.iter().enumerate().all(|(i, j)| *j == Some(i));
+        if aligned {
+            // The usual save: same domains in the same places; only the
+            // changed entries are touched (and every span after a rebuild).
+            for (i, ((d, e), loc)) in state
+                .domains
+                .iter()
+                .zip(&mut self.entries)
+                .zip(&locs)
+                .enumerate()
+            {
+                let span = place(loc);
+                if plan.unchanged.get(i) == Some(&true) {
+                    e.span = span;
+                    continue;
+                }
+                e.enc = (plan.same_text.get(i) == Some(&true)).then(|| {
+                    let start = self.enc.len();
+                    d.enc(&mut self.enc);
+                    start..self.enc.len()
+                });
+                e.span = span;
+                if e.name != d.name {
+                    e.name.clone_from(&d.name);
+                }
+                #[cfg(debug_assertions)]
+                e.record.clone_from(d);
+            }
+        } else {
+            let mut old = std::mem::take(&mut self.entries);
+            let mut entries = Vec::with_capacity(state.domains.len());
+            for (i, (d, loc)) in state.domains.iter().zip(&locs).enumerate() {
+                let span = place(loc);
+                let j = plan.same_qid.get(i).copied().flatten();
+                let prev = j.and_then(|j| old.get_mut(j));
+                let unchanged = plan.unchanged.get(i) == Some(&true);
+                entries.push(match prev {
+                    Some(e) if unchanged => Entry {
+                        qid: d.qid,
+                        name: std::mem::take(&mut e.name),
+                        span,
+                        enc: e.enc.take(),
+                        #[cfg(debug_assertions)]
+                        record: std::mem::take(&mut e.record),
+                    },
+                    _ => {
+                        let enc = (plan.same_text.get(i) == Some(&true)).then(|| {
+                            let start = self.enc.len();
+                            d.enc(&mut self.enc);
+                            start..self.enc.len()
+                        });
+                        Entry {
+                            qid: d.qid,
+                            name: d.name.clone(),
+                            span,
+                            enc,
+                            #[cfg(debug_assertions)]
+                            record: d.clone(),
+                        }
+                    }
+                });
+            }
+            self.entries = entries;
+        }
+        let (mut live_enc, mut live_text) = (0, 0);
+        for e in &self.entries {
+            live_enc += e.enc.as_ref().map_or(0, ExactSizeIterator::len);
+            live_text += e.span.len();
+        }
+        if self.enc.len() > 2 * live_enc + 4096 {
+            let mut packed = Vec::with_capacity(live_enc);
+            for e in &mut self.entries {
                 if let Some(r) = e.enc.take() {
                     let start = packed.len();
                     packed.extend_from_slice(self.enc.get(r).unwrap_or_default());
@@ -288,473 +413,74 @@ impl SaveCache {
             }
             self.enc = packed;
         }
-        self.entries = entries;
+        self.rebuild = runs.len() > MAX_RUNS || self.arena.len() > 2 * live_text + DEAD_SLACK;
         if self.labels != state.labels {
             self.labels = state.labels.clone();
         }
-        self.spare = std::mem::replace(&mut self.text, text);
-    }
-}
-
-/// Where an encoding goes: appended to a buffer, or compared with one.
-trait Sink {
-    fn put(&mut self, bytes: &[u8]);
-    /// A string: its length, then its bytes.
-    #[inline]
-    fn put_str(&mut self, bytes: &[u8]) {
-        len(self, bytes.len());
-        self.put(bytes);
-    }
-    /// Whether the rest cannot change the outcome (a comparison that failed).
-    fn done(&self) -> bool {
-        false
-    }
-}
-
-impl Sink for Vec<u8> {
-    fn put(&mut self, bytes: &[u8]) {
-        self.extend_from_slice(bytes);
-    }
-}
-
-/// Compares an encoding with `rest`, consuming it.
-struct Cmp<'a> {
-    rest: &'a [u8],
-    ok: bool,
-}
-
-impl Sink for Cmp<'_> {
-    #[inline]
-    fn put(&mut self, bytes: &[u8]) {
-        if !self.ok {
-            return;
-        }
-        match self.rest.split_at_checked(bytes.len()) {
-            Some((head, tail)) if same_bytes(head, bytes) => self.rest = tail,
-            _ => self.ok = false,
-        }
-    }
-
-    /// Length and bytes at once when the length is one byte.
-    #[inline]
-    fn put_str(&mut self, bytes: &[u8]) {
-        if !self.ok {
-            return;
-        }
-        let n = bytes.len();
-        if n >= 0x80 {
-            len(self, n);
-            self.put(bytes);
-            return;
-        }
-        match self.rest.split_at_checked(n + 1) {
-            Some(([l, head @ ..], tail)) if usize::from(*l) == n && same_bytes(head, bytes) => {
-                self.rest = tail;
-            }
-            _ => self.ok = false,
-        }
-    }
-
-    fn done(&self) -> bool {
-        !self.ok
-    }
-}
-
-/// `a == b` for slices of the same length, without a `memcmp` call for the
-/// short ones (most strings of a record, and every length).
-#[inline]
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    let n = a.len();
-    if n != b.len() {
-        return false;
-    }
-    let word = |s: &[u8], at: usize| -> u64 {
-        let mut w = [0u8; 8];
-        if let Some(src) = s.get(at..at + 8) {
-            w.copy_from_slice(src);
-        }
-        u64::from_le_bytes(w)
-    };
-    match n {
-        // Two overlapping words cover 8 to 16 bytes.
-        8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
-        0..8 => a.iter().zip(b).all(|(x, y)| x == y),
-        _ => a == b,
-    }
-}
-
-/// An exact encoding: equal encodings if and only if equal values (`==`).
-/// Variable-length parts carry their length, variants a tag; where a record
-/// came from ([`SrcPos`](crate::model::SrcPos)) is left out, as `==` ignores it.
-/// Every struct is destructured whole, so a new field cannot be forgotten.
-trait Enc {
-    fn enc<S: Sink>(&self, s: &mut S);
-}
-
-/// A length, in LEB128 (one byte below 128, and prefix-free).
-#[inline]
-fn len<S: Sink + ?Sized>(s: &mut S, n: usize) {
-    if let Ok(b) = u8::try_from(n)
-        && b < 0x80
-    {
-        s.put(&[b]);
-        return;
-    }
-    let mut buf = [0u8; 10];
-    let mut v = n as u64;
-    let mut i = 0;
-    while let Some(slot) = buf.get_mut(i) {
-        let low = (v & 0x7f) as u8;
-        v >>= 7;
-        i += 1;
-        if v == 0 {
-            *slot = low;
-            break;
-        }
-        *slot = low | 0x80;
-    }
-    s.put(buf.get(..i).unwrap_or_default());
-}
-
-impl Enc for str {
-    #[inline]
-    fn enc<S: Sink>(&self, s: &mut S) {
-        s.put_str(self.as_bytes());
-    }
-}
-
-impl Enc for String {
-    #[inline]
-    fn enc<S: Sink>(&self, s: &mut S) {
-        self.as_str().enc(s);
-    }
-}
-
-impl Enc for bool {
-    #[inline]
-    fn enc<S: Sink>(&self, s: &mut S) {
-        s.put(&[u8::from(*self)]);
-    }
-}
-
-impl Enc for u32 {
-    #[inline]
-    fn enc<S: Sink>(&self, s: &mut S) {
-        s.put(&self.to_le_bytes());
-    }
-}
-
-impl<T: Enc> Enc for Option<T> {
-    #[inline]
-    fn enc<S: Sink>(&self, s: &mut S) {
-        match self {
-            None => s.put(&[0]),
-            Some(v) => {
-                s.put(&[1]);
-                v.enc(s);
-            }
-        }
-    }
-}
-
-impl<T: Enc> Enc for [T] {
-    #[inline]
-    fn enc<S: Sink>(&self, s: &mut S) {
-        len(s, self.len());
-        for v in self {
-            v.enc(s);
-        }
-    }
-}
-
-impl<T: Enc> Enc for Vec<T> {
-    #[inline]
-    fn enc<S: Sink>(&self, s: &mut S) {
-        self.as_slice().enc(s);
-    }
-}
-
-impl<K: Enc, V: Enc> Enc for BTreeMap<K, V> {
-    #[inline]
-    fn enc<S: Sink>(&self, s: &mut S) {
-        len(s, self.len());
-        for (k, v) in self {
-            k.enc(s);
-            v.enc(s);
-        }
-    }
-}
-
-impl<K: Enc> Enc for BTreeSet<K> {
-    #[inline]
-    fn enc<S: Sink>(&self, s: &mut S) {
-        len(s, self.len());
-        for k in self {
-            k.enc(s);
-        }
-    }
-}
-
-impl<A: Enc, B: Enc> Enc for (A, B) {
-    #[inline]
-    fn enc<S: Sink>(&self, s: &mut S) {
-        self.0.enc(s);
-        self.1.enc(s);
-    }
-}
-
-impl Enc for PropertyValue {
-    #[inline]
-    fn enc<S: Sink>(&self, s: &mut S) {
-        match self {
-            PropertyValue::Text(t) => {
-                s.put(&[0]);
-                t.enc(s);
-            }
-            PropertyValue::Ref(r) => {
-                s.put(&[1]);
-                r.enc(s);
-            }
-        }
-    }
-}
-
-impl Enc for DomainRecord {
-    #[inline]
-    fn enc<S: Sink>(&self, s: &mut S) {
-        let DomainRecord {
-            qid,
-            class,
-            name,
-            properties,
-            features,
-            tags,
-            devices,
-            extra,
-        } = self;
-        qid.enc(s);
-        class.enc(s);
-        name.enc(s);
-        properties.enc(s);
-        if s.done() {
-            return;
-        }
-        features.enc(s);
-        tags.enc(s);
-        devices.enc(s);
-        if s.done() {
-            return;
-        }
-        extra.enc(s);
-    }
-}
-
-impl Enc for DeviceRecord {
-    #[inline]
-    fn enc<S: Sink>(&self, s: &mut S) {
-        let DeviceRecord {
-            backend_domain,
-            port_id,
-            device_id,
-            mode,
-            required,
-            options,
-            extra,
-        } = self;
-        backend_domain.enc(s);
-        port_id.enc(s);
-        device_id.enc(s);
-        mode.enc(s);
-        required.enc(s);
-        options.enc(s);
-        extra.enc(s);
-    }
-}
-
-impl Enc for ElementExtra {
-    #[inline]
-    fn enc<S: Sink>(&self, s: &mut S) {
-        let ElementExtra {
-            pos: _,
-            leading,
-            attrs,
-        } = self;
-        leading.enc(s);
-        attrs.enc(s);
-    }
-}
-
-impl Enc for DomainSection {
-    #[inline]
-    fn enc<S: Sink>(&self, s: &mut S) {
-        match self {
-            DomainSection::Properties => s.put(&[0]),
-            DomainSection::Features => s.put(&[1]),
-            DomainSection::Devices(class) => {
-                s.put(&[2]);
-                class.enc(s);
-            }
-            DomainSection::Tags => s.put(&[3]),
-        }
-    }
-}
-
-impl<K: Enc> Enc for Slot<K> {
-    #[inline]
-    fn enc<S: Sink>(&self, s: &mut S) {
-        match self {
-            Slot::Known(k) => {
-                s.put(&[0]);
-                k.enc(s);
-            }
-            Slot::Foreign(raw) => {
-                s.put(&[1]);
-                raw.enc(s);
-            }
-        }
-    }
-}
-
-impl Enc for EntryExtra {
-    #[inline]
-    fn enc<S: Sink>(&self, s: &mut S) {
-        let EntryExtra {
-            pos: _,
-            attrs,
-            inner,
-        } = self;
-        attrs.enc(s);
-        inner.enc(s);
-    }
-}
-
-impl Enc for MapSlot {
-    #[inline]
-    fn enc<S: Sink>(&self, s: &mut S) {
-        match self {
-            MapSlot::Known(k, e) => {
-                s.put(&[0]);
-                k.enc(s);
-                e.enc(s);
-            }
-            MapSlot::Foreign(raw) => {
-                s.put(&[1]);
-                raw.enc(s);
-            }
-        }
-    }
-}
-
-impl Enc for MapExtra {
-    #[inline]
-    fn enc<S: Sink>(&self, s: &mut S) {
-        let MapExtra {
-            present,
-            element,
-            slots,
-            by_key,
-            sorted,
-        } = self;
-        present.enc(s);
-        element.enc(s);
-        slots.enc(s);
-        by_key.enc(s);
-        sorted.enc(s);
-    }
-}
-
-impl Enc for ListExtra {
-    #[inline]
-    fn enc<S: Sink>(&self, s: &mut S) {
-        let ListExtra {
-            present,
-            element,
-            trailing,
-        } = self;
-        present.enc(s);
-        element.enc(s);
-        trailing.enc(s);
-    }
-}
-
-impl Enc for DeviceExtra {
-    #[inline]
-    fn enc<S: Sink>(&self, s: &mut S) {
-        let DeviceExtra { element, options } = self;
-        element.enc(s);
-        options.enc(s);
-    }
-}
-
-impl Enc for DomainExtra {
-    #[inline]
-    fn enc<S: Sink>(&self, s: &mut S) {
-        let DomainExtra {
-            element,
-            sections,
-            properties,
-            features,
-            tags,
-            devices,
-        } = self;
-        element.enc(s);
-        sections.enc(s);
-        properties.enc(s);
-        features.enc(s);
-        tags.enc(s);
-        devices.enc(s);
+        self.spare = own;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::PropertyValue;
 
-    fn encode(d: &DomainRecord) -> Vec<u8> {
-        let mut v = Vec::new();
-        d.enc(&mut v);
-        v
+    fn domain(qid: u32) -> DomainRecord {
+        let mut d = DomainRecord {
+            qid,
+            class: "AppVM".into(),
+            name: format!("q{qid}"),
+            ..Default::default()
+        };
+        d.properties
+            .insert("memory".into(), PropertyValue::Text("400".into()));
+        d
     }
 
-    fn same(a: &DomainRecord, b: &DomainRecord) -> bool {
-        let bytes = encode(b);
-        let mut cmp = Cmp {
-            rest: &bytes,
-            ok: true,
-        };
-        a.enc(&mut cmp);
-        cmp.ok && cmp.rest.is_empty()
+    /// One save through the cache, as `StateFile` does it, without the disk.
+    fn save(c: &mut SaveCache, x: &QubesXml, hint: Option<&ChangedSet>) -> String {
+        let mut plan = c.plan(x, hint);
+        let w = c.write(&mut plan, x);
+        let bytes: Vec<u8> = c.slices(&w).iter().flat_map(|s| s.to_vec()).collect();
+        c.commit(plan, x, w);
+        String::from_utf8(bytes).unwrap_or_default()
     }
 
     #[test]
-    fn encoding_is_equality() {
-        let mut a = DomainRecord {
-            qid: 3,
-            class: "AppVM".into(),
-            name: "work".into(),
+    fn text_stays_exact_while_the_arena_fragments_and_is_rebuilt() {
+        let mut c = SaveCache::default();
+        let mut x = QubesXml {
+            domains: (0..30).map(domain).collect(),
             ..Default::default()
         };
-        a.properties
-            .insert("label".into(), PropertyValue::Ref("red".into()));
-        a.features.insert("x".into(), "1".into());
-        let b = a.clone();
-        assert!(same(&a, &b) && a == b);
-        // Each change is seen, including ones that keep the total length.
-        let mut c = a.clone();
-        c.properties
-            .insert("label".into(), PropertyValue::Text("red".into()));
-        assert!(!same(&a, &c) && a != c);
-        let mut c = a.clone();
-        c.features.clear();
-        c.features.insert("x1".into(), String::new());
-        assert!(!same(&a, &c) && a != c);
-        let mut c = a.clone();
-        c.name = "wor".into();
-        c.class = "AppVMk".into();
-        assert!(!same(&a, &c) && a != c);
-        let mut c = a.clone();
-        c.tags.insert(String::new());
-        assert!(!same(&a, &c));
-        assert!(!same(&c, &a));
+        assert!(save(&mut c, &x, None) == x.to_xml());
+        let (mut rebuilds, mut next_qid) = (0, 30);
+        for round in 0..400u32 {
+            let mut hint = ChangedSet::new();
+            let k = (round as usize * 7) % x.domains.len();
+            let d = &mut x.domains[k];
+            d.properties
+                .insert("memory".into(), PropertyValue::Text(round.to_string()));
+            hint.insert(d.qid);
+            if round % 25 == 0 {
+                x.domains.remove(round as usize % x.domains.len());
+                x.domains.push(domain(next_qid));
+                hint.insert(next_qid);
+                next_qid += 1;
+            }
+            if round % 40 == 0 {
+                x.domains.swap(0, 5);
+            }
+            rebuilds += usize::from(c.rebuild);
+            let hint = (round % 3 != 0).then_some(&hint);
+            assert!(save(&mut c, &x, hint) == x.to_xml(), "round {round}");
+            let live: usize = c.entries.iter().map(|e| e.span.len()).sum();
+            assert!(
+                c.arena.len() <= 2 * live + DEAD_SLACK + 2048,
+                "round {round}"
+            );
+        }
+        assert!(rebuilds > 10, "{rebuilds} rebuilds");
     }
 }

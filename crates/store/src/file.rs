@@ -2,7 +2,7 @@
 //! `qubes.xml.before-qpci` copy.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -209,52 +209,59 @@ impl StateFile {
         let known = self.cache.known(&plan, state);
         crate::validate::check_known(state, &self.path, Some(&known))?;
         drop(known);
-        let (text, spans) = self.cache.write(&mut plan, state);
-        match self.replace_with(&text) {
+        let written = self.cache.write(&mut plan, state);
+        let slices = self.cache.slices(&written);
+        let result = replace(&self.dir, &self.path, &mut self.written, &slices);
+        drop(slices);
+        match result {
             Ok(()) => {
-                self.cache.commit(plan, state, text, spans);
+                self.cache.commit(plan, state, written);
                 Ok(())
             }
             Err(e) => {
-                self.cache.abandon(text);
+                self.cache.abandon(written);
                 Err(e)
             }
         }
     }
+}
 
-    fn replace_with(&mut self, text: &str) -> Result<(), StoreError> {
-        let meta = match fs::metadata(&self.path) {
-            Ok(m) => Some(m),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(io_err("stat", &self.path)(e)),
-        };
-        let ours = self
-            .written
-            .is_some_and(|w| meta.as_ref().map(FileId::of) == Some(w));
-        // Forgotten until this save is known to be in place: after a failure
-        // the next save reads the file's head again.
-        self.written = None;
-        if meta.is_some() && !ours && !self.on_disk_written_by_qpci()? {
-            let copy = self.dir.join(BEFORE_QPCI_FILE);
-            let old = fs::read(&self.path).map_err(io_err("read", &self.path))?;
-            write_atomic(&self.dir, &copy, &old, meta.as_ref())?;
-        }
-        let id = write_atomic_id(&self.dir, &self.path, text.as_bytes(), meta.as_ref())?;
-        self.written = Some(id);
-        Ok(())
+/// Replaces the state file `path` in `dir` with `text` (the slices, in
+/// order); `written` is the file our last save put there, updated.
+fn replace(
+    dir: &Path,
+    path: &Path,
+    written: &mut Option<FileId>,
+    text: &[IoSlice<'_>],
+) -> Result<(), StoreError> {
+    let meta = match fs::metadata(path) {
+        Ok(m) => Some(m),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(io_err("stat", path)(e)),
+    };
+    let ours = written.is_some_and(|w| meta.as_ref().map(FileId::of) == Some(w));
+    // Forgotten until this save is known to be in place: after a failure
+    // the next save reads the file's head again.
+    *written = None;
+    if meta.is_some() && !ours && !written_by_qpci(path)? {
+        let copy = dir.join(BEFORE_QPCI_FILE);
+        let old = fs::read(path).map_err(io_err("read", path))?;
+        write_atomic(dir, &copy, &old, meta.as_ref())?;
     }
+    *written = Some(write_atomic_id(dir, path, text, meta.as_ref())?);
+    Ok(())
+}
 
-    /// Whether the current file carries qpci's marker before its root element.
-    fn on_disk_written_by_qpci(&self) -> Result<bool, StoreError> {
-        let mut head = Vec::new();
-        File::open(&self.path)
-            .and_then(|f| f.take(4096).read_to_end(&mut head))
-            .map_err(io_err("read", &self.path))?;
-        let head = String::from_utf8_lossy(&head);
-        let root = head.find("<qubes").unwrap_or(head.len());
-        let marker = format!("<!--{MARKER_PREFIX}");
-        Ok(head.find(&marker).is_some_and(|i| i < root))
-    }
+/// Whether the file carries qpci's marker before its root element.
+fn written_by_qpci(path: &Path) -> Result<bool, StoreError> {
+    let mut head = Vec::new();
+    File::open(path)
+        .and_then(|f| f.take(4096).read_to_end(&mut head))
+        .map_err(io_err("read", path))?;
+    let head = String::from_utf8_lossy(&head);
+    let root = head.find("<qubes").unwrap_or(head.len());
+    let marker = format!("<!--{MARKER_PREFIX}");
+    Ok(head.find(&marker).is_some_and(|i| i < root))
 }
 
 /// Durably replaces `target` with `bytes`: temp file in `dir`, write, fsync, rename, fsync `dir`.
@@ -266,14 +273,33 @@ pub fn write_atomic(
     bytes: &[u8],
     like: Option<&fs::Metadata>,
 ) -> Result<(), StoreError> {
-    write_atomic_id(dir, target, bytes, like).map(drop)
+    write_atomic_id(dir, target, &[IoSlice::new(bytes)], like).map(drop)
+}
+
+/// Writes every byte of `bufs`, in order, with as few `writev` calls as the
+/// kernel allows.
+fn write_all_slices(file: &mut File, bufs: &[IoSlice<'_>]) -> io::Result<()> {
+    // The kernel takes at most IOV_MAX (1024 on Linux) slices per call.
+    const IOV_MAX: usize = 1024;
+    let mut owned = bufs.to_vec();
+    let mut rest = owned.as_mut_slice();
+    while !rest.is_empty() {
+        let end = rest.len().min(IOV_MAX);
+        match file.write_vectored(rest.get(..end).unwrap_or_default()) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut rest, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// [`write_atomic`], returning the identity of the file put in place.
 fn write_atomic_id(
     dir: &Path,
     target: &Path,
-    bytes: &[u8],
+    bytes: &[IoSlice<'_>],
     like: Option<&fs::Metadata>,
 ) -> Result<FileId, StoreError> {
     let mode = like.map_or(0o600, |m| m.permissions().mode() & 0o7777);
@@ -284,7 +310,7 @@ fn write_atomic_id(
         .map_err(io_err("create temporary file in", dir))?;
     let tmp_path = tmp.path().to_path_buf();
     // Any early return drops `tmp`, which removes the temp file: the target is untouched.
-    tmp.write_all(bytes).map_err(io_err("write", &tmp_path))?;
+    write_all_slices(tmp.as_file_mut(), bytes).map_err(io_err("write", &tmp_path))?;
     if let Some(m) = like {
         let mine = tmp
             .as_file()
