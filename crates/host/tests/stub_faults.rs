@@ -32,6 +32,7 @@ use fault_cases::{
 };
 use faults::{
     ERRNOS, Fx, Inject, Place, Raw, Seen, place, quick, raw, raw_diff, reset, where_left,
+    write_target,
 };
 use qpci_host::HostRoot;
 use qpci_host::stub::{
@@ -167,6 +168,31 @@ fn judge_failure(tree: &Fx, after: &Raw, c: &Case<'_>, fail: &BindFailure, toler
     }
 }
 
+/// A failed bind undoes the devices it touched last first: after the
+/// first fault, the devices the writes go to never move forward in the
+/// plan.
+fn rollback_in_reverse(c: &Case<'_>) {
+    let Some((i, _)) = c.faults.first() else {
+        return;
+    };
+    let order: Vec<usize> = c.log[i + 1..]
+        .iter()
+        .filter_map(|w| write_target(&w.path, &w.value))
+        .map(|a| {
+            c.devices
+                .iter()
+                .position(|d| *d == a)
+                .unwrap_or_else(|| panic!("{}: a write to {a}, not in the plan", c.label))
+        })
+        .collect();
+    assert!(
+        order.windows(2).all(|w| w[0] >= w[1]),
+        "{}: rollback order by plan position {order:?}: {:#?}",
+        c.label,
+        &c.log[i + 1..]
+    );
+}
+
 #[derive(Default)]
 struct Counts {
     /// Kind → (single, double, persistent) cases injecting it.
@@ -282,6 +308,9 @@ fn sweep(
         match &outcome {
             Outcome::Failed(f) => {
                 judge_failure(tree, &after, &c, f, &mut counts.tolerated);
+                if matches!(op, Op::Bind(_)) {
+                    rollback_in_reverse(&c);
+                }
                 let text = f.to_string();
                 if text.contains("is not back as it was") {
                     counts.not_restored += 1;
@@ -342,7 +371,9 @@ fn sweep(
             );
         }
         // And a fault that persists: the whole rollback fails.
-        judge(Faults::From(i, ERRNOS[(i + 1) % ERRNOS.len()].0), counts);
+        // The errnos take turns over all such cases, so each gets its share.
+        let errno = ERRNOS[counts.cases[2] % ERRNOS.len()].0;
+        judge(Faults::From(i, errno), counts);
     }
 }
 

@@ -259,7 +259,9 @@ fn errno_hint(errno: Option<i32>) -> &'static str {
             " [EINVAL: the kernel rejected the value; the kernel log (dmesg) names the driver's reason]"
         }
         Some(EPERM | EACCES) => " [EACCES: permission denied; writing sysfs needs root]",
-        Some(ENOENT) => " [ENOENT: no such file; is the driver's module loaded?]",
+        Some(ENOENT) => {
+            " [ENOENT: no such file: the device is gone, or the driver's module is not loaded]"
+        }
         Some(EIO) => {
             " [EIO: the device or its driver failed the request; see the kernel log (dmesg)]"
         }
@@ -304,9 +306,12 @@ pub struct BindFailure {
     /// The error that stopped the transaction (boxed: it is large and the
     /// success path should not pay for it).
     pub error: Box<StubError>,
-    /// Devices restored to their original binding.
+    /// Devices that read as their snapshot again (checked on the host, not
+    /// inferred from the writes that succeeded).
     pub rolled_back: Vec<PciAddress>,
-    /// Errors met while restoring (empty when the host is as it was).
+    /// Errors met while restoring, then one [`StubError::NotRestored`] per
+    /// device that is not back as it was (empty exactly when every device
+    /// present is as it was).
     pub undo_errors: Vec<StubError>,
     /// Devices of the plan that left the bus (hot-removed): nothing to
     /// write to, nothing to restore.
