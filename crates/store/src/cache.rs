@@ -80,6 +80,8 @@ pub(crate) struct SaveCache {
     /// half of it is no longer used.
     enc: Vec<u8>,
     entries: Vec<Entry>,
+    /// The index in `entries` of each name.
+    by_name: HashMap<Box<str>, usize>,
     labels: Vec<LabelRecord>,
     /// The depth the domains were written at.
     depth: usize,
@@ -215,6 +217,7 @@ impl SaveCache {
     /// What the plan proves to the checks.
     pub(crate) fn known<'a>(&'a self, plan: &'a Plan, state: &QubesXml) -> Known<'a> {
         let mut hit = vec![false; self.entries.len()];
+        let mut clash = false;
         for (j, _) in plan
             .same_qid
             .iter()
@@ -222,6 +225,7 @@ impl SaveCache {
             .filter_map(|(j, &u)| j.filter(|_| u).map(|j| (j, ())))
         {
             if let Some(h) = hit.get_mut(j) {
+                clash |= *h;
                 *h = true;
             }
         }
@@ -230,11 +234,15 @@ impl SaveCache {
             other_names: self
                 .entries
                 .iter()
-                .zip(hit)
-                .filter(|(_, h)| !h)
+                .zip(&hit)
+                .filter(|(_, h)| !**h)
                 .map(|(e, _)| e.name.as_str())
                 .collect(),
             same_labels: !self.entries.is_empty() && state.labels == self.labels,
+            same_qid: &plan.same_qid,
+            hit,
+            by_name: &self.by_name,
+            clash,
         }
     }
 
@@ -356,6 +364,12 @@ impl SaveCache {
                 });
                 e.span = span;
                 if e.name != d.name {
+                    // Names are unique once the save passed its checks, so a
+                    // later entry taking this one's old name overwrites it.
+                    if self.by_name.get(e.name.as_str()) == Some(&i) {
+                        self.by_name.remove(e.name.as_str());
+                    }
+                    self.by_name.insert(d.name.as_str().into(), i);
                     e.name.clone_from(&d.name);
                 }
                 #[cfg(debug_assertions)]
@@ -396,6 +410,9 @@ impl SaveCache {
                 });
             }
             self.entries = entries;
+            self.by_name = (self.entries.iter().enumerate())
+                .map(|(j, e)| (e.name.as_str().into(), j))
+                .collect();
         }
         let (mut live_enc, mut live_text) = (0, 0);
         for e in &self.entries {

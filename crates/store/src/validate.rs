@@ -27,6 +27,16 @@ pub(crate) struct Known<'a> {
     pub(crate) other_names: Vec<&'a str>,
     /// Whether the labels equal the last save's.
     pub(crate) same_labels: bool,
+    /// Per domain of the document: the index of the last save's domain of
+    /// the same qid, if any.
+    pub(crate) same_qid: &'a [Option<usize>],
+    /// Per domain of the last save: whether an unchanged domain equals it.
+    pub(crate) hit: Vec<bool>,
+    /// The last save's domains by name.
+    pub(crate) by_name: &'a HashMap<Box<str>, usize>,
+    /// Two unchanged domains equal one domain of the last save (so they
+    /// share a qid).
+    pub(crate) clash: bool,
 }
 
 /// Checks a whole document; `path` names the file in errors.
@@ -42,11 +52,85 @@ pub(crate) fn check(xml: &QubesXml, path: &Path) -> Result<(), StoreError> {
 /// the whole set (unique qids and names, the global properties, the changed
 /// domains' references) is always checked. Skipped checks would pass, so the
 /// first error, if any, is the one [`check`] gives.
+///
+/// With `known`, the common case does no work per unchanged domain: see
+/// [`passes_changed`]. When that finds anything wrong, the whole check runs
+/// to give its error.
 pub(crate) fn check_known(
     xml: &QubesXml,
     path: &Path,
     known: Option<&Known<'_>>,
 ) -> Result<(), StoreError> {
+    if let Some(k) = known
+        && !k.clash
+        && passes_changed(xml, path, k)
+    {
+        debug_assert!(
+            check_all(xml, path, known).is_ok(),
+            "the changed-only check passed a document the whole check refuses"
+        );
+        return Ok(());
+    }
+    check_all(xml, path, known)
+}
+
+/// Whether `xml` passes every check, looking only at its changed domains
+/// (those `known` does not say unchanged) and the whole-document parts.
+///
+/// Why the unchanged domains need nothing: each equals a distinct domain of
+/// the last save (`clash` is false), and those had unique qids and names,
+/// so the unchanged ones are unique among themselves. A changed domain
+/// clashes with an unchanged one exactly when the last save's domain of its
+/// qid, or of its name, is one an unchanged domain equals (`hit`). A name
+/// exists in the document when a changed domain has it or the last save's
+/// domain of that name is hit. `false` means "something may be wrong", not
+/// which error: the caller then runs the whole check.
+fn passes_changed(xml: &QubesXml, path: &Path, k: &Known<'_>) -> bool {
+    let unchanged = |i: usize| k.unchanged.get(i).copied().unwrap_or(false);
+    let hit = |j: usize| k.hit.get(j).copied().unwrap_or(false);
+    if xml.version.as_deref().is_some_and(|v| v != "3.0") || check_labels(xml, path).is_err() {
+        return false;
+    }
+    let mut qids = HashSet::new();
+    let mut names: HashMap<&str, ()> = HashMap::new();
+    for (i, d) in xml.domains.iter().enumerate() {
+        if unchanged(i) {
+            continue;
+        }
+        let clashes = !qids.insert(d.qid)
+            || names.insert(d.name.as_str(), ()).is_some()
+            || k.same_qid.get(i).copied().flatten().is_some_and(hit)
+            || k.by_name.get(d.name.as_str()).copied().is_some_and(hit);
+        if clashes || check_domain_shape(d, || Location::new(path, 0, 0)).is_err() {
+            return false;
+        }
+    }
+    let exists = |n: &str| names.contains_key(n) || k.by_name.get(n).copied().is_some_and(hit);
+    let global = Owner(None);
+    if check_map(&xml.properties, &xml.extra.properties, path, &global).is_err()
+        || GLOBAL_VM_REF_PROPERTIES.iter().any(|p| {
+            check_ref(
+                &xml.properties,
+                &xml.extra.properties,
+                p,
+                &exists,
+                path,
+                &global,
+            )
+            .is_err()
+        })
+    {
+        return false;
+    }
+    let refs_known = k.same_labels && k.other_names.iter().all(|n| exists(n));
+    xml.domains.iter().enumerate().all(|(i, d)| {
+        let same = unchanged(i);
+        same && refs_known || domain_refs_and_text(xml, d, same, &exists, path).is_ok()
+    })
+}
+
+/// [`check_known`] the whole way: every domain's qid and name hashed.
+fn check_all(xml: &QubesXml, path: &Path, known: Option<&Known<'_>>) -> Result<(), StoreError> {
     let unchanged = |i: usize| known.is_some_and(|k| k.unchanged.get(i).copied().unwrap_or(false));
     let at = |p: SrcPos| Location::new(path, p.line, p.column);
     let root_at = at(xml.extra.root.pos);
@@ -58,20 +142,7 @@ pub(crate) fn check_known(
             version: clip(v),
         });
     }
-    let mut label_ids = HashSet::new();
-    let mut label_names = HashSet::new();
-    for l in &xml.labels {
-        let lat = at(l.extra.pos);
-        text(&l.id, true).map_err(|r| bad(lat.clone(), "label id".into(), r))?;
-        text(&l.color, false).map_err(|r| bad(lat.clone(), "label color".into(), r))?;
-        text(&l.name, true).map_err(|r| bad(lat.clone(), "label name".into(), r))?;
-        if !label_ids.insert(l.id.as_str()) {
-            return Err(dup(lat, "label id", &l.id));
-        }
-        if !label_names.insert(l.name.as_str()) {
-            return Err(dup(lat, "label name", &l.name));
-        }
-    }
+    check_labels(xml, path)?;
     let mut qids = HashSet::with_capacity(xml.domains.len());
     let mut names: HashMap<&str, ()> = HashMap::with_capacity(xml.domains.len());
     for (i, d) in xml.domains.iter().enumerate() {
@@ -86,40 +157,72 @@ pub(crate) fn check_known(
             return Err(dup(dat(), "qube name", &d.name));
         }
     }
+    let exists = |n: &str| names.contains_key(n);
     check_map(&xml.properties, &xml.extra.properties, path, &Owner(None))?;
     for p in GLOBAL_VM_REF_PROPERTIES {
         check_ref(
             &xml.properties,
             &xml.extra.properties,
             p,
-            &names,
+            &exists,
             path,
             &Owner(None),
         )?;
     }
     let refs_known =
-        known.is_some_and(|k| k.same_labels && k.other_names.iter().all(|n| names.contains_key(n)));
+        known.is_some_and(|k| k.same_labels && k.other_names.iter().all(|n| exists(n)));
     for (i, d) in xml.domains.iter().enumerate() {
         let same = unchanged(i);
         if same && refs_known {
             continue;
         }
-        let owner = Owner(Some(&d.name));
-        if !same {
-            check_domain_strings(d, path, &owner)?;
+        domain_refs_and_text(xml, d, same, &exists, path)?;
+    }
+    Ok(())
+}
+
+/// The labels' own checks: text, unique ids and names.
+fn check_labels(xml: &QubesXml, path: &Path) -> Result<(), StoreError> {
+    let mut label_ids = HashSet::new();
+    let mut label_names = HashSet::new();
+    for l in &xml.labels {
+        let lat = Location::new(path, l.extra.pos.line, l.extra.pos.column);
+        text(&l.id, true).map_err(|r| bad(lat.clone(), "label id".into(), r))?;
+        text(&l.color, false).map_err(|r| bad(lat.clone(), "label color".into(), r))?;
+        text(&l.name, true).map_err(|r| bad(lat.clone(), "label name".into(), r))?;
+        if !label_ids.insert(l.id.as_str()) {
+            return Err(dup(lat, "label id", &l.id));
         }
-        for p in VM_REF_PROPERTIES {
-            check_ref(&d.properties, &d.extra.properties, p, &names, path, &owner)?;
+        if !label_names.insert(l.name.as_str()) {
+            return Err(dup(lat, "label name", &l.name));
         }
-        if let Some(label) = d.properties.get("label")
-            && !label_resolves(xml, label.as_str())
-        {
-            return Err(StoreError::UnknownLabel {
-                at: entry_at(&d.extra.properties, "label", path),
-                owner: owner.to_string(),
-                label: clip(label.as_str()),
-            });
-        }
+    }
+    Ok(())
+}
+
+/// One domain's texts (unless `same`: known good) and its qube and label references.
+fn domain_refs_and_text(
+    xml: &QubesXml,
+    d: &DomainRecord,
+    same: bool,
+    exists: &dyn Fn(&str) -> bool,
+    path: &Path,
+) -> Result<(), StoreError> {
+    let owner = Owner(Some(&d.name));
+    if !same {
+        check_domain_strings(d, path, &owner)?;
+    }
+    for p in VM_REF_PROPERTIES {
+        check_ref(&d.properties, &d.extra.properties, p, exists, path, &owner)?;
+    }
+    if let Some(label) = d.properties.get("label")
+        && !label_resolves(xml, label.as_str())
+    {
+        return Err(StoreError::UnknownLabel {
+            at: entry_at(&d.extra.properties, "label", path),
+            owner: owner.to_string(),
+            label: clip(label.as_str()),
+        });
     }
     Ok(())
 }
@@ -254,7 +357,7 @@ fn check_ref(
     map: &BTreeMap<String, PropertyValue>,
     extra: &MapExtra,
     prop: &str,
-    names: &HashMap<&str, ()>,
+    exists: &dyn Fn(&str) -> bool,
     path: &Path,
     owner: &Owner,
 ) -> Result<(), StoreError> {
@@ -262,7 +365,7 @@ fn check_ref(
         return Ok(());
     };
     let target = v.as_str();
-    if target.is_empty() || names.contains_key(target) {
+    if target.is_empty() || exists(target) {
         return Ok(());
     }
     Err(StoreError::DanglingReference {

@@ -274,3 +274,132 @@ fn another_writer_is_noticed_although_the_marker_is_not_reread() {
     assert_eq!(std::fs::read_to_string(&copy).unwrap(), theirs);
     assert!(on_disk(&sf) == x.to_xml());
 }
+
+#[test]
+fn hinted_saves_refuse_what_a_fresh_save_refuses_with_the_same_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut sf, _) = StateFile::open(dir.path()).unwrap();
+    let mut good = state(4);
+    // gen-0's netvm is gen-1, so removing or renaming gen-1 breaks it.
+    let at = |x: &QubesXml, n: &str| x.domains.iter().position(|d| d.name == n).unwrap();
+    let g0 = at(&good, "gen-0");
+    good.domains[g0]
+        .properties
+        .insert("netvm".into(), PropertyValue::Text("gen-1".into()));
+    sf.save(&good).unwrap();
+    type Break = Box<dyn Fn(&mut QubesXml) -> Vec<u32>>;
+    let cases: Vec<(&str, Break)> = vec![
+        (
+            "renamed to an unchanged qube's name",
+            Box::new(move |x| {
+                let i = at(x, "gen-2");
+                x.domains[i].name = "gen-3".into();
+                vec![x.domains[i].qid]
+            }),
+        ),
+        (
+            "a new qube with an unchanged qube's qid",
+            Box::new(move |x| {
+                let mut d = x.domains[at(x, "gen-2")].clone();
+                d.name = "dup-qid".into();
+                let qid = d.qid;
+                x.domains.push(d);
+                vec![qid]
+            }),
+        ),
+        (
+            "a new qube with an unchanged qube's name",
+            Box::new(move |x| {
+                let mut d = x.domains[at(x, "gen-2")].clone();
+                d.qid = 900;
+                x.domains.insert(0, d);
+                vec![900]
+            }),
+        ),
+        (
+            "a qube an unchanged one refers to removed",
+            Box::new(move |x| {
+                let i = at(x, "gen-1");
+                x.domains.remove(i);
+                vec![]
+            }),
+        ),
+        (
+            "a qube a global refers to renamed",
+            Box::new(move |x| {
+                let i = at(x, "sys-net");
+                x.domains[i].name = "sys-net2".into();
+                vec![x.domains[i].qid]
+            }),
+        ),
+        (
+            "a changed qube refers to no qube",
+            Box::new(move |x| {
+                let i = at(x, "gen-3");
+                x.domains[i]
+                    .properties
+                    .insert("template".into(), PropertyValue::Text("nowhere".into()));
+                vec![x.domains[i].qid]
+            }),
+        ),
+        (
+            "two changed qubes with one name",
+            Box::new(move |x| {
+                let (i, j) = (at(x, "gen-2"), at(x, "gen-3"));
+                x.domains[i].name = "twin".into();
+                x.domains[j].name = "twin".into();
+                vec![x.domains[i].qid, x.domains[j].qid]
+            }),
+        ),
+    ];
+    for (what, breaks) in cases {
+        let mut bad = good.clone();
+        let qids = breaks(&mut bad);
+        let hinted = sf.save_changed(&bad, &changed(&qids)).unwrap_err();
+        let fresh_dir = tempfile::tempdir().unwrap();
+        let (mut fresh, _) = StateFile::open(fresh_dir.path()).unwrap();
+        let full = fresh.save(&bad).unwrap_err();
+        let name = |e: &StoreError| {
+            e.to_string()
+                .replace(&*fresh_dir.path().to_string_lossy(), "")
+        };
+        assert_eq!(
+            hinted
+                .to_string()
+                .replace(&*dir.path().to_string_lossy(), ""),
+            name(&full),
+            "{what}"
+        );
+        assert!(on_disk(&sf) == good.to_xml(), "{what}: wrote");
+    }
+    // A swap of names between two changed qubes is fine, and the next
+    // saves know the new names.
+    let mut x = good.clone();
+    let (i, j) = (at(&x, "gen-2"), at(&x, "gen-3"));
+    x.domains[i].name = "gen-3".into();
+    x.domains[j].name = "gen-2".into();
+    sf.save_changed(&x, &changed(&[x.domains[i].qid, x.domains[j].qid]))
+        .unwrap();
+    let mut y = x.clone();
+    y.domains[j].name = "gen-3".into();
+    let err = sf
+        .save_changed(&y, &changed(&[y.domains[j].qid]))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Duplicate { .. }), "{err}");
+    assert!(on_disk(&sf) == x.to_xml());
+}
+
+#[test]
+fn an_exact_copy_of_an_unchanged_qube_is_a_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut sf, _) = StateFile::open(dir.path()).unwrap();
+    let x = state(3);
+    // Twice, so a full save finds every domain unchanged by its encoding.
+    sf.save(&x).unwrap();
+    sf.save(&x).unwrap();
+    let mut bad = x.clone();
+    bad.domains.push(x.domains[3].clone());
+    let err = sf.save(&bad).unwrap_err();
+    assert!(matches!(err, StoreError::Duplicate { .. }), "{err}");
+    assert!(on_disk(&sf) == x.to_xml());
+}
