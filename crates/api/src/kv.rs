@@ -83,11 +83,19 @@ pub fn ascii_lossy(value: &str) -> String {
 }
 
 /// Writes one item `key='value'`: non-ASCII in the value becomes `_`, `'`
-/// becomes `\'`; any other refused character is an error.
+/// becomes `\'`, a final `=` becomes `_`; any other refused character is
+/// an error.
+///
+/// The final `=` has no escape: with the closing quote it would read as
+/// the `='` that starts the next item, and the line would be refused.
 pub fn pack(key: &str, value: &str) -> Result<String, KvError> {
     check_key(key)?;
-    let value = ascii_lossy(value);
+    let mut value = ascii_lossy(value);
     check_value(&value)?;
+    if value.ends_with('=') {
+        value.pop();
+        value.push('_');
+    }
     Ok(format!("{key}='{}'", value.replace('\'', "\\'")))
 }
 
@@ -217,6 +225,21 @@ mod tests {
         assert_eq!(back.property("vendor"), Some("Intel Corporation"));
         assert_eq!(back.option("sbdf"), Some("0000:00:14.0"));
         assert_eq!(back.properties.len(), 4);
+    }
+
+    #[test]
+    fn a_final_equals_sign_is_replaced_on_write() {
+        // Found by fuzzing: `k='a='` reads as a second item and is refused.
+        let line = pack("product", "a=").unwrap();
+        assert_eq!(line, "product='a_'");
+        assert_eq!(
+            unpack(line.as_bytes()).unwrap().property("product"),
+            Some("a_")
+        );
+        let line = pack_all([("k", Some("=")), ("j", Some("x=y"))]).unwrap();
+        let back = unpack(line.as_bytes()).unwrap();
+        assert_eq!(back.property("k"), Some("_"));
+        assert_eq!(back.property("j"), Some("x=y"));
     }
 
     #[test]

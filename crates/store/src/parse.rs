@@ -237,6 +237,11 @@ impl<'a, 'i> Cx<'a, 'i> {
             }
             Some(if known.iter().any(|k| Self::is(c, k)) {
                 Child::Known(c)
+            } else if c.is_text() {
+                // The whitespace around stray text is layout, which the
+                // writer regenerates; kept, it would grow by one
+                // indentation per save.
+                Child::Foreign(self.raw(c).trim_matches(is_xml_space).to_string())
             } else {
                 Child::Foreign(self.raw(c))
             })
@@ -695,6 +700,11 @@ fn for_each_raw_attribute<'t>(tag: &'t str, mut f: impl FnMut(&'t str, &'t str))
     }
 }
 
+/// XML's whitespace characters (not Unicode's: a no-break space is content).
+fn is_xml_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\r')
+}
+
 #[cfg(test)]
 fn raw_attributes(tag: &str) -> Vec<(&str, &str)> {
     let mut v = Vec::new();
@@ -729,6 +739,21 @@ mod tests {
         assert_eq!(parse_qid("domain-"), None);
         assert_eq!(parse_qid("dom-4"), None);
         assert_eq!(parse_qid("domain-99999999999"), None);
+    }
+
+    #[test]
+    fn stray_text_in_a_known_section_does_not_grow_on_save() {
+        // Found by fuzzing: the text's surrounding whitespace was kept and
+        // re-indented, one more line per save.
+        let text = "<qubes>\n  <labels>\n    <label id=\"label-1\" color=\"0x000000\">black</label>\n  </labels>\n  <properties>\n    <property name=\"clockvm\"></property>\n    stray&amp;\u{a0}\n  </properties>\n  <domains>\n    <domain id=\"domain-0\" class=\"AdminVM\">\n      <properties>\n        <property name=\"label\" ref=\"label-1\"/>\n      </properties>\n    </domain>\n  </domains>\n</qubes>\n";
+        let origin = Path::new("qubes.xml");
+        let once = QubesXml::parse(text, origin).unwrap().to_xml();
+        let twice = QubesXml::parse(&once, origin).unwrap().to_xml();
+        assert_eq!(once, twice);
+        assert!(
+            once.contains("\n    stray&amp;\u{a0}\n  </properties>"),
+            "{once}"
+        );
     }
 
     #[test]
