@@ -13,7 +13,9 @@
 //!
 //! **Writes** are queued. Whenever no save is in flight and writes are
 //! queued, the owner takes the whole queue as one batch: it clones
-//! `committed`, runs the batch's handlers on the clone in arrival order
+//! `committed` (one reference count per qube: a qube is shared until a
+//! handler changes it, which copies it), runs the batch's handlers on the
+//! clone in arrival order
 //! (names resolved against the clone, so a qube created earlier in the batch
 //! exists for the next call), and hands the clone to the saver. Writes that
 //! arrive during that save wait in the queue and form the next batch: that
