@@ -44,7 +44,9 @@ use std::ops::Range;
 
 use self::enc::{Cmp, Enc};
 use crate::changed::ChangedSet;
-use crate::model::{DomainRecord, LabelRecord, QubesXml};
+#[cfg(debug_assertions)]
+use crate::model::DomainRecord;
+use crate::model::{LabelRecord, QubesXml};
 use crate::validate::Known;
 
 /// A domain of the last save.
@@ -441,7 +443,7 @@ impl SaveCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::PropertyValue;
+    use crate::model::{DomainRecord, PropertyValue};
 
     fn domain(qid: u32) -> DomainRecord {
         let mut d = DomainRecord {

@@ -9,8 +9,7 @@ mod common;
 use std::path::Path;
 
 use qpci_store::{
-    BEFORE_QPCI_FILE, ChangedSet, DomainRecord, PropertyValue, QubesXml, STATE_FILE, StateFile,
-    StoreError,
+    BEFORE_QPCI_FILE, ChangedSet, DomainRecord, PropertyValue, QubesXml, StateFile, StoreError,
 };
 
 fn parse(text: &str) -> QubesXml {
@@ -192,7 +191,11 @@ fn an_undeclared_change_is_caught_and_nothing_is_written() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n != "qubes.xml.lock")
         .collect();
-    assert_eq!(files, vec![STATE_FILE.to_owned()], "no temp file left");
+    assert_eq!(
+        files,
+        vec![qpci_store::STATE_FILE.to_owned()],
+        "no temp file left"
+    );
     // The cache was left as it was: declared, the change goes through.
     sf.save_changed(&x, &changed(&[qid])).unwrap();
     assert!(on_disk(&sf) == x.to_xml());
