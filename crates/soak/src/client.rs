@@ -1,0 +1,422 @@
+//! The clients: each a thread making one call at a time, three quarters
+//! on the qubes it owns (checked exactly after every restart) and the rest
+//! on the shared pool (checked only for the invariants).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use qpci_api::{CallError, Client, RawRequest, Reply};
+
+use crate::model::{ClientModel, Dev, Pending, QState};
+use crate::rng::Rng;
+
+/// Shared qubes that get most of the shared-pool calls.
+const HOT_SHARED: usize = 8;
+
+/// Starts and stops the clients around each daemon life.
+#[derive(Debug, Default)]
+pub struct Control {
+    ctl: Mutex<Ctl>,
+    cv: Condvar,
+    /// Clients make calls while set.
+    pub run: AtomicBool,
+    /// Calls sent whose reply has not arrived.
+    pub in_flight: AtomicUsize,
+}
+
+#[derive(Debug, Default)]
+struct Ctl {
+    /// The daemon life the clients may run in.
+    life: u64,
+    /// Clients parked since the last [`Control::release`].
+    idle: usize,
+    /// The run is over.
+    quit: bool,
+}
+
+impl Control {
+    fn lock(&self) -> MutexGuard<'_, Ctl> {
+        self.ctl.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Lets the clients run against daemon life `life`.
+    pub fn release(&self, life: u64) {
+        let mut c = self.lock();
+        c.life = life;
+        c.idle = 0;
+        self.run.store(true, Ordering::SeqCst);
+        self.cv.notify_all();
+    }
+
+    /// Stops new calls and waits until all `clients` have parked.
+    pub fn park_all(&self, clients: usize) {
+        self.run.store(false, Ordering::SeqCst);
+        let mut c = self.lock();
+        while c.idle < clients {
+            c = self.cv.wait(c).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Ends the run: parked clients return.
+    pub fn quit(&self) {
+        let mut c = self.lock();
+        c.quit = true;
+        self.cv.notify_all();
+    }
+
+    /// Waits for a life after `seen`; `None` when the run is over.
+    fn wait_life(&self, seen: u64) -> Option<u64> {
+        let mut c = self.lock();
+        loop {
+            if c.quit {
+                return None;
+            }
+            // A new life even if it already ended: the client must still
+            // park once for it, or `park_all` would wait forever.
+            if c.life != seen {
+                return Some(c.life);
+            }
+            c = self.cv.wait(c).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn parked(&self) {
+        let mut c = self.lock();
+        c.idle += 1;
+        self.cv.notify_all();
+    }
+}
+
+/// What a client needs.
+#[derive(Debug)]
+pub struct ClientCtx {
+    /// The socket.
+    pub socket: PathBuf,
+    /// Start/stop.
+    pub control: Arc<Control>,
+    /// Its expectations (locked by the checker while clients are parked).
+    pub model: Arc<Mutex<ClientModel>>,
+    /// The host's devices (critical ones included).
+    pub devices: Arc<Vec<Dev>>,
+    /// The shared pool.
+    pub shared: Arc<Vec<String>>,
+    /// Lives in which a call that may turn a running qube pvh was made.
+    pub explain: Arc<Mutex<crate::check::Explain>>,
+    /// Shared qube -> port ids last seen assigned (approximate).
+    pub shared_assigned: Arc<Mutex<BTreeMap<String, BTreeSet<String>>>>,
+    /// How many qubes it owned at the start (it keeps near that).
+    pub initial: usize,
+    /// Its random stream.
+    pub rng: Rng,
+}
+
+/// One mutation.
+#[derive(Debug, Clone)]
+enum Op {
+    Assign(Dev, bool),
+    Unassign(Dev),
+    Start,
+    Shutdown(bool),
+    Kill,
+    SetVirt(&'static str),
+    Create,
+    Remove,
+}
+
+impl Op {
+    fn request(&self, qube: &str) -> RawRequest {
+        match self {
+            Op::Assign(d, no_strict_reset) => {
+                let mut payload = format!(
+                    "device_id='{}' port_id='{}' devclass='pci' backend_domain='dom0' mode='required' frontend_domain='{qube}'",
+                    d.device_id, d.port
+                );
+                if *no_strict_reset {
+                    payload.push_str(" _no-strict-reset='True'");
+                }
+                RawRequest::new("admin.vm.device.pci.Assign", &d.arg(), qube, payload)
+            }
+            Op::Unassign(d) => RawRequest::new("admin.vm.device.pci.Unassign", &d.arg(), qube, ""),
+            Op::Start => RawRequest::new("admin.vm.Start", "", qube, ""),
+            Op::Shutdown(force) => RawRequest::new(
+                "admin.vm.Shutdown",
+                if *force { "force" } else { "" },
+                qube,
+                "",
+            ),
+            Op::Kill => RawRequest::new("admin.vm.Kill", "", qube, ""),
+            Op::SetVirt(v) => RawRequest::new("admin.vm.property.Set", "virt_mode", qube, *v),
+            Op::Create => RawRequest::new(
+                "admin.vm.Create.AppVM",
+                "tpl",
+                "dom0",
+                format!("name={qube} label=red"),
+            ),
+            Op::Remove => RawRequest::new("admin.vm.Remove", "", qube, ""),
+        }
+    }
+
+    /// The qube's state had the call succeeded.
+    fn predict(&self, before: &QState) -> QState {
+        let mut s = before.clone();
+        match self {
+            Op::Assign(d, _) => {
+                s.devices.insert(d.port.clone());
+            }
+            Op::Unassign(d) => {
+                s.devices.remove(&d.port);
+            }
+            Op::Start => s.running = true,
+            Op::Shutdown(_) | Op::Kill => s.running = false,
+            Op::SetVirt(v) => s.virt = Some((*v).to_owned()),
+            Op::Create => {
+                s = QState {
+                    exists: true,
+                    ..QState::default()
+                }
+            }
+            Op::Remove => s = QState::default(),
+        }
+        s
+    }
+
+    fn describe(&self, qube: &str) -> String {
+        match self {
+            Op::Assign(d, nsr) => format!(
+                "Assign {} ({}){} to {qube}",
+                d.port,
+                d.sbdf,
+                if *nsr { " no-strict-reset" } else { "" }
+            ),
+            Op::Unassign(d) => format!("Unassign {} from {qube}", d.port),
+            Op::Start => format!("Start {qube}"),
+            Op::Shutdown(f) => format!("Shutdown{} {qube}", if *f { "+force" } else { "" }),
+            Op::Kill => format!("Kill {qube}"),
+            Op::SetVirt(v) => format!("Set {qube} virt_mode={v}"),
+            Op::Create => format!("Create {qube}"),
+            Op::Remove => format!("Remove {qube}"),
+        }
+    }
+}
+
+/// How a call ended.
+enum Outcome {
+    Ok,
+    Refused(String),
+    /// Never delivered: nothing listened.
+    NotSent,
+    /// Delivered, no reply: in flight at the kill.
+    Unknown(String),
+}
+
+fn call(client: &Client, control: &Control, req: &RawRequest) -> Outcome {
+    control.in_flight.fetch_add(1, Ordering::SeqCst);
+    let r = client.call_raw(req);
+    control.in_flight.fetch_sub(1, Ordering::SeqCst);
+    match r {
+        Ok(Reply::Ok(_)) => Outcome::Ok,
+        Ok(Reply::Exception(e)) => Outcome::Refused(format!("{}: {}", e.class, e.message)),
+        Err(CallError::Connect { .. }) => Outcome::NotSent,
+        Err(e) => Outcome::Unknown(e.to_string()),
+    }
+}
+
+/// The client's thread: one daemon life after another until the run ends.
+pub fn run(mut cx: ClientCtx) {
+    let client = Client::new(&cx.socket);
+    let mut life = 0;
+    while let Some(l) = cx.control.wait_life(life) {
+        life = l;
+        while cx.control.run.load(Ordering::SeqCst) {
+            if !step(&mut cx, &client, life) {
+                break;
+            }
+        }
+        cx.control.parked();
+    }
+}
+
+/// One call; `false` when the daemon is gone.
+fn step(cx: &mut ClientCtx, client: &Client, life: u64) -> bool {
+    if cx.rng.chance(25) {
+        return shared_step(cx, client, life);
+    }
+    let model = Arc::clone(&cx.model);
+    let mut m = model.lock().unwrap_or_else(|p| p.into_inner());
+    let (qube, op) = pick_owned(cx, &mut m);
+    let before = m.qubes.get(&qube).cloned().unwrap_or_default();
+    let after = op.predict(&before);
+    let what = op.describe(&qube);
+    let outcome = call(client, &cx.control, &op.request(&qube));
+    note_explain(cx, &op, &qube, &outcome, life);
+    match outcome {
+        Outcome::Ok => {
+            m.stats.acked += 1;
+            m.stats.unchecked += 1;
+            if before.virt != after.virt {
+                m.touched.insert(qube.clone());
+            }
+            m.qubes.insert(qube.clone(), after);
+            m.note(&qube, format!("life {life}: {what} -> ok"));
+            true
+        }
+        Outcome::Refused(why) => {
+            m.stats.refused += 1;
+            m.note(&qube, format!("life {life}: {what} -> refused ({why})"));
+            true
+        }
+        Outcome::NotSent => {
+            m.stats.not_sent += 1;
+            false
+        }
+        Outcome::Unknown(why) => {
+            m.stats.unknown += 1;
+            m.note(&qube, format!("life {life}: {what} -> no reply ({why})"));
+            m.pending = Some(Pending {
+                qube,
+                op: what,
+                before,
+                after,
+            });
+            false
+        }
+    }
+}
+
+/// Picks an owned qube and what to do to it.
+fn pick_owned(cx: &mut ClientCtx, m: &mut ClientModel) -> (String, Op) {
+    let existing = m.existing();
+    let r = cx.rng.below(100);
+    let create = existing.is_empty()
+        || ((60..70).contains(&r) && existing.len() < cx.initial + cx.initial / 4);
+    if create {
+        let name = format!("c{:02}-n{:04}", m.id, m.next_new);
+        m.next_new += 1;
+        return (name, Op::Create);
+    }
+    let qube = cx.rng.pick(&existing).cloned().unwrap_or_default();
+    let assigned: Vec<Dev> = m
+        .qubes
+        .get(&qube)
+        .map(|s| {
+            cx.devices
+                .iter()
+                .filter(|d| s.devices.contains(&d.port))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let op = match r {
+        0..2 => pick_dev(cx, true).map_or(Op::Start, |d| Op::Assign(d, false)),
+        2..20 => pick_dev(cx, false).map_or(Op::Start, |d| {
+            let nsr = cx.rng.chance(40);
+            Op::Assign(d, nsr)
+        }),
+        20..32 => match cx.rng.pick(&assigned) {
+            Some(d) if cx.rng.chance(85) => Op::Unassign(d.clone()),
+            _ => pick_dev(cx, false).map_or(Op::Start, Op::Unassign),
+        },
+        32..46 => Op::Start,
+        46..54 => Op::Shutdown(cx.rng.chance(50)),
+        54..60 => Op::Kill,
+        70..76 => Op::Remove,
+        _ => Op::SetVirt(if cx.rng.chance(70) { "hvm" } else { "pvh" }),
+    };
+    (qube, op)
+}
+
+/// A device to assign: critical ones only when `critical`.
+fn pick_dev(cx: &mut ClientCtx, critical: bool) -> Option<Dev> {
+    let pool: Vec<&Dev> = cx
+        .devices
+        .iter()
+        .filter(|d| d.critical == critical)
+        .collect();
+    cx.rng.pick(&pool).map(|d| (*d).clone())
+}
+
+/// A call on a shared qube: outcomes only counted.
+fn shared_step(cx: &mut ClientCtx, client: &Client, life: u64) -> bool {
+    // Most shared calls go to a few hot qubes, so that calls of different
+    // clients on one qube share a batch (group commit) often.
+    let hot = cx.shared.len().min(HOT_SHARED);
+    let pool = if cx.rng.chance(60) {
+        cx.shared.get(..hot).unwrap_or_default()
+    } else {
+        &cx.shared[..]
+    };
+    let Some(qube) = cx.rng.pick(pool).cloned() else {
+        return true;
+    };
+    let op = match cx.rng.below(100) {
+        0..30 => pick_dev(cx, false).map_or(Op::Start, |d| {
+            let nsr = cx.rng.chance(50);
+            Op::Assign(d, nsr)
+        }),
+        30..50 => {
+            let known: Vec<Dev> = {
+                let a = cx.shared_assigned.lock().unwrap_or_else(|p| p.into_inner());
+                let ports = a.get(&qube).cloned().unwrap_or_default();
+                cx.devices
+                    .iter()
+                    .filter(|d| ports.contains(&d.port))
+                    .cloned()
+                    .collect()
+            };
+            match cx.rng.pick(&known) {
+                Some(d) if cx.rng.chance(85) => Op::Unassign(d.clone()),
+                _ => pick_dev(cx, false).map_or(Op::Start, Op::Unassign),
+            }
+        }
+        50..70 => Op::Start,
+        70..80 => Op::Shutdown(true),
+        80..88 => Op::Kill,
+        _ => Op::SetVirt(if cx.rng.chance(70) { "hvm" } else { "pvh" }),
+    };
+    let outcome = call(client, &cx.control, &op.request(&qube));
+    note_explain(cx, &op, &qube, &outcome, life);
+    if matches!(outcome, Outcome::Ok) {
+        // Roughly what the shared qubes hold, to pick Unassign targets.
+        let mut a = cx.shared_assigned.lock().unwrap_or_else(|p| p.into_inner());
+        let ports = a.entry(qube.clone()).or_default();
+        match &op {
+            Op::Assign(d, _) => {
+                ports.insert(d.port.clone());
+            }
+            Op::Unassign(d) => {
+                ports.remove(&d.port);
+            }
+            _ => {}
+        }
+    }
+    let mut m = cx.model.lock().unwrap_or_else(|p| p.into_inner());
+    match outcome {
+        Outcome::Ok => {
+            m.stats.shared_acked += 1;
+            true
+        }
+        Outcome::Refused(_) => {
+            m.stats.shared_refused += 1;
+            true
+        }
+        Outcome::NotSent => {
+            m.stats.not_sent += 1;
+            false
+        }
+        Outcome::Unknown(_) => {
+            m.stats.unknown += 1;
+            false
+        }
+    }
+}
+
+/// Records a call that may leave a running qube with devices and pvh.
+fn note_explain(cx: &ClientCtx, op: &Op, qube: &str, outcome: &Outcome, life: u64) {
+    let may_turn_pvh = matches!(op, Op::Unassign(_) | Op::SetVirt("pvh"));
+    if may_turn_pvh && matches!(outcome, Outcome::Ok | Outcome::Unknown(_)) {
+        let mut e = cx.explain.lock().unwrap_or_else(|p| p.into_inner());
+        e.entry(qube.to_owned()).or_default().insert(life);
+    }
+}
