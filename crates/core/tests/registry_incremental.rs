@@ -220,11 +220,13 @@ fn really_changed(old: &QubesXml, new: &QubesXml) -> Vec<u32> {
 struct Saver {
     file: StateFile,
     last: Option<(Registry, QubesXml)>,
+    fails: usize,
 }
 
 impl Saver {
     /// Saves `next` as the daemon does; `fail` drops the batch instead (a
-    /// failed save), after which the saver forgets what it saved.
+    /// failed save), after which the records are turned back into the
+    /// last saved registry's (or, every other time, forgotten).
     fn save(&mut self, next: &Registry, fail: bool) -> Result<Option<ChangedSet>, TestCaseError> {
         let full = next.to_records();
         let (xml, changed) = match self.last.take() {
@@ -234,6 +236,15 @@ impl Saver {
                 prop_assert!(xml.to_xml() == full.to_xml());
                 for qid in really_changed(&since.to_records(), &full) {
                     prop_assert!(changed.contains(qid), "qid {} changed, not named", qid);
+                }
+                if fail {
+                    self.fails += 1;
+                    if self.fails % 2 == 1 {
+                        since.update_records(Some(next), &mut xml);
+                        prop_assert_eq!(&xml, &since.to_records(), "records not turned back");
+                        self.last = Some((since, xml));
+                    }
+                    return Ok(Some(changed));
                 }
                 (xml, Some(changed))
             }
@@ -267,7 +278,11 @@ proptest! {
     ) {
         let dir = tempfile::tempdir().unwrap();
         let (file, _) = StateFile::open(dir.path()).unwrap();
-        let mut saver = Saver { file, last: None };
+        let mut saver = Saver {
+            file,
+            last: None,
+            fails: 0,
+        };
         let mut committed = load(if legacy { "legacy.xml" } else { "qubes.xml" });
         saver.save(&committed, false)?;
         for (ops, fail) in batches {

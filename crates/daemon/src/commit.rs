@@ -16,8 +16,9 @@
 //! qubes that are not the very ones (same allocation) of the saved registry
 //! and names them; [`StateFile::save_changed`] then trusts that list and
 //! copies every other qube's text from the last save. Both hold only
-//! relative to the last *successful* save, so a failed save forgets them and
-//! the next save is a full [`StateFile::save`], which compares every qube.
+//! relative to the last *successful* save, so after a failed save the
+//! records are turned back into the saved registry's the same way (the
+//! failed registry is still alive, so the argument holds the other way).
 
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -80,15 +81,23 @@ impl Saver {
                         Some((since, mut xml)) => {
                             let changed = req.registry.update_records(Some(&since), &mut xml);
                             let result = file.save_changed(&xml, &changed);
-                            drop(since);
-                            (result.map(|()| xml), Some(changed.len()))
+                            if result.is_ok() {
+                                last = Some((req.registry.clone(), xml));
+                            } else {
+                                since.update_records(Some(&req.registry), &mut xml);
+                                last = Some((since, xml));
+                            }
+                            (result, Some(changed.len()))
                         }
                         None => {
                             let xml = req.registry.to_records();
-                            (file.save(&xml).map(|()| xml), None)
+                            let result = file.save(&xml);
+                            if result.is_ok() {
+                                last = Some((req.registry.clone(), xml));
+                            }
+                            (result, None)
                         }
                     };
-                    let result = result.map(|xml| last = Some((req.registry.clone(), xml)));
                     let ms = started.elapsed().as_secs_f64() * 1e3;
                     match &result {
                         Ok(()) => tracing::info!(
