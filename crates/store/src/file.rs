@@ -161,7 +161,7 @@ impl StateFile {
     ///   fsync makes the rename itself survive power loss before we answer.
     /// - Two writers: the `StateLock` held by every `StateFile` makes a second
     ///   qpci writer fail at `open`, and also excludes Qubes' qubesd (see
-    ///   [`crate::lock`]). Each save uses a fresh uniquely named temp file, so
+    ///   [`StateLock`]). Each save uses a fresh uniquely named temp file, so
     ///   even an unlocked writer could not interleave bytes with ours.
     /// - Mode and owner of the existing file are carried over (Qubes keeps
     ///   `qubes.xml` group-readable for its tools).

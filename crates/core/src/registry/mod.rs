@@ -3,8 +3,9 @@
 //! A [`Registry`] is made from the store's records ([`Registry::from_records`])
 //! or fresh ([`Registry::new_default`]), answers the Admin API's qube
 //! questions (properties, features, tags, labels) with Qubes' values and
-//! texts, and turns back into records ([`Registry::to_records`]) with
-//! everything it does not model kept. Every mutation checks first and
+//! texts, and turns back into records ([`Registry::to_records`], or only
+//! the qubes changed since another registry: [`Registry::update_records`])
+//! with everything it does not model kept. Every mutation checks first and
 //! changes only when every check passed: a refused request changes nothing.
 
 mod error;
