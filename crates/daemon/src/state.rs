@@ -30,12 +30,19 @@
 //!
 //! What is not rolled back: the hypervisor's own runtime state (a sim start
 //! writes `sim-runtime.json` itself) and host writes (the stub engine's,
-//! through [`HostWriter`]: a start's binding, a reattach).
+//! through [`HostWriter`]: a start's binding, a reattach). So a method that
+//! acts outside `qubes.xml` ([`MethodSpec::acts`]: start, shutdown, kill,
+//! attach, detach, reattach, host setup) never runs on changes that are not
+//! yet durable: when earlier calls of its batch changed state, the batch is
+//! cut before it and saved, and it heads the next batch. A crash can then
+//! never leave a qube running on state that was never saved (found by the
+//! crash loop: a pvh qube made hvm, given a device and started in one batch).
 //!
 //! The owner drains up to [`DRAIN`] messages between batches, so a flood of
 //! reads cannot starve writes.
 //!
 //! [`Ctx`]: crate::dispatch::Ctx
+//! [`MethodSpec::acts`]: crate::dispatch::MethodSpec::acts
 //! [`Handler`]: crate::dispatch::Handler
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -265,7 +272,17 @@ impl Owner {
         let mut waiters: Vec<Waiter> = Vec::new();
         let mut changes = 0usize;
         let mut poisoned = false;
-        for job in jobs {
+        let mut jobs = jobs.into_iter();
+        while let Some(job) = jobs.next() {
+            if changes > 0 && self.table.acts(&job.request.method) {
+                // It would act on changes not yet durable: save them first;
+                // it heads the next batch, which starts from the saved state.
+                let mut rest = vec![job];
+                rest.extend(jobs);
+                rest.append(&mut self.queue);
+                self.queue = rest;
+                break;
+            }
             let method = job.request.method.clone();
             let dest = job.request.dest.clone();
             let result = execute(

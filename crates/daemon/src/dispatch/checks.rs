@@ -135,6 +135,7 @@ mod tests {
             wants_arg,
             wants_payload,
             writes: false,
+            acts: false,
         }
     }
 

@@ -98,6 +98,18 @@ pub struct MethodSpec {
     /// The method may change persistent state (serialized through the
     /// state owner; its reply waits for the save).
     pub writes: bool,
+    /// The method acts outside `qubes.xml` (the hypervisor, the host's
+    /// drivers), which no failed save or crash can take back: it must only
+    /// ever see durable state, so a batch is cut before it when earlier
+    /// calls of the batch changed state.
+    pub acts: bool,
+}
+
+impl MethodSpec {
+    /// The same method, marked as acting outside `qubes.xml`.
+    pub const fn acting(self) -> Self {
+        Self { acts: true, ..self }
+    }
 }
 
 /// Where handlers get the host inventory. Start, reattach and doctor ask

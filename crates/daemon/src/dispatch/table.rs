@@ -18,6 +18,7 @@ pub const EVENTS: MethodSpec = MethodSpec {
     wants_arg: Some(false),
     wants_payload: Some(false),
     writes: false,
+    acts: false,
 };
 
 /// Methods by name.
@@ -62,6 +63,11 @@ impl Table {
         self.entries.get(name)
     }
 
+    /// Whether `name` acts outside `qubes.xml` (see [`MethodSpec::acts`]).
+    pub fn acts(&self, name: &str) -> bool {
+        self.get(name).is_some_and(|(spec, _)| spec.acts)
+    }
+
     /// Whether `name` is a method that may change state.
     pub fn writes(&self, name: &str) -> bool {
         self.get(name).is_some_and(|(spec, _)| spec.writes)
@@ -96,6 +102,7 @@ pub fn add_test_methods(table: &mut Table) {
             wants_arg: Some(true),
             wants_payload: None,
             writes: true,
+            acts: false,
         },
         test_set_feature,
     );
@@ -106,6 +113,7 @@ pub fn add_test_methods(table: &mut Table) {
             wants_arg: Some(true),
             wants_payload: Some(false),
             writes: false,
+            acts: false,
         },
         test_get_feature,
     );
@@ -116,6 +124,7 @@ pub fn add_test_methods(table: &mut Table) {
             wants_arg: None,
             wants_payload: None,
             writes: false,
+            acts: false,
         },
         test_panic,
     );

@@ -75,7 +75,7 @@ pub(crate) fn methods() -> Vec<(MethodSpec, Handler)> {
             unassign,
         ),
         (
-            spec("admin.vm.device.pci.Attach", None, Some(true), None, true),
+            spec("admin.vm.device.pci.Attach", None, Some(true), None, true).acting(),
             attach,
         ),
         (
@@ -85,7 +85,8 @@ pub(crate) fn methods() -> Vec<(MethodSpec, Handler)> {
                 Some(true),
                 Some(false),
                 true,
-            ),
+            )
+            .acting(),
             detach,
         ),
         (

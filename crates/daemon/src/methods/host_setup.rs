@@ -29,7 +29,7 @@ use crate::dispatch::{Call, Ctx, Exc, Handler, MethodSpec, Outcome};
 pub(crate) fn methods() -> Vec<(MethodSpec, Handler)> {
     vec![
         (
-            spec(METHOD_SETUP_DEFAULTS, Some(true), Some(false), None, true),
+            spec(METHOD_SETUP_DEFAULTS, Some(true), Some(false), None, true).acting(),
             setup_defaults,
         ),
         (

@@ -86,6 +86,7 @@ pub(crate) const fn spec(
         wants_arg,
         wants_payload,
         writes,
+        acts: false,
     }
 }
 

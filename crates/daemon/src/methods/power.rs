@@ -19,23 +19,23 @@ const MAX_NETVM_CHAIN: usize = 16;
 pub(crate) fn methods() -> Vec<(MethodSpec, Handler)> {
     vec![
         (
-            spec("admin.vm.Start", None, Some(false), Some(false), true),
+            spec("admin.vm.Start", None, Some(false), Some(false), true).acting(),
             start,
         ),
         (
-            spec("admin.vm.Shutdown", None, None, Some(false), true),
+            spec("admin.vm.Shutdown", None, None, Some(false), true).acting(),
             shutdown,
         ),
         (
-            spec("admin.vm.Kill", None, Some(false), Some(false), true),
+            spec("admin.vm.Kill", None, Some(false), Some(false), true).acting(),
             kill,
         ),
         (
-            spec("admin.vm.Pause", None, Some(false), Some(false), true),
+            spec("admin.vm.Pause", None, Some(false), Some(false), true).acting(),
             pause,
         ),
         (
-            spec("admin.vm.Unpause", None, Some(false), Some(false), true),
+            spec("admin.vm.Unpause", None, Some(false), Some(false), true).acting(),
             unpause,
         ),
         (

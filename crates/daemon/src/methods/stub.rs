@@ -30,7 +30,7 @@ const MAX_ARG: usize = 256;
 pub(crate) fn methods() -> Vec<(MethodSpec, Handler)> {
     // `writes`: serialized with starts and other changes, in arrival order.
     vec![(
-        spec(METHOD_REATTACH, Some(true), Some(true), None, true),
+        spec(METHOD_REATTACH, Some(true), Some(true), None, true).acting(),
         reattach,
     )]
 }
