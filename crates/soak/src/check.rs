@@ -383,6 +383,7 @@ pub fn devices(report: &ListReport) -> Vec<Dev> {
             device_id: d.device_id.to_string(),
             sbdf: d.sbdf.to_string(),
             critical: d.critical.is_some(),
+            shared_only: crate::daemon::SHARED_ONLY.contains(&d.sbdf.to_string().as_str()),
         })
         .collect()
 }
@@ -391,7 +392,8 @@ pub fn devices(report: &ListReport) -> Vec<Dev> {
 /// was acknowledged or left in flight: what may legitimately leave a qube
 /// running with PCI devices while its `virt_mode` reads pvh (Qubes keeps a
 /// device attached after Unassign; the default turns pvh without PCI).
-pub type Explain = BTreeMap<String, BTreeSet<u64>>;
+/// Keyed by (qube, port id) for an Unassign, (qube, `virt_mode`) for a set.
+pub type Explain = BTreeMap<(String, String), BTreeSet<u64>>;
 
 /// What the last check saw of [`Findings::pvh_now`] and
 /// [`Findings::held_unassigned`], to judge only what is new.
@@ -405,9 +407,25 @@ pub struct Seen {
 /// with PCI devices while its `virt_mode` reads pvh, or holding a device
 /// not assigned to it, must be explained by an `Unassign` (or a
 /// `virt_mode=pvh`) on it acknowledged or in flight in life `kill`;
-/// otherwise it was started on changes that were never saved.
-pub fn judge_started_on_unsaved(kill: u64, f: &mut Findings, seen: &mut Seen, explain: &Explain) {
-    let explained = |qube: &str| explain.get(qube).is_some_and(|lives| lives.contains(&kill));
+/// otherwise it was started on changes that were never saved. Returns how
+/// many such qubes were new (explained or not).
+pub fn judge_started_on_unsaved(
+    kill: u64,
+    f: &mut Findings,
+    seen: &mut Seen,
+    explain: &Explain,
+) -> usize {
+    let in_life = |lives: &BTreeSet<u64>| lives.contains(&kill);
+    let explained = |qube: &str| {
+        explain
+            .iter()
+            .any(|((q, _), lives)| q == qube && in_life(lives))
+    };
+    let explained_port = |qube: &str, port: &str| {
+        explain
+            .get(&(qube.to_owned(), port.to_owned()))
+            .is_some_and(in_life)
+    };
     let pvh: BTreeSet<_> = f.pvh_now.iter().cloned().collect();
     for (qube, plan_time) in pvh.difference(&seen.pvh) {
         if !explained(qube) {
@@ -418,12 +436,14 @@ pub fn judge_started_on_unsaved(kill: u64, f: &mut Findings, seen: &mut Seen, ex
     }
     let held: BTreeSet<_> = f.held_unassigned.iter().cloned().collect();
     for (qube, plan_time, port) in held.difference(&seen.held) {
-        if !explained(qube) {
+        if !explained_port(qube, port) {
             f.violations.push(format!(
-                "kill #{kill}: {qube} runs holding {port} (sim-runtime.json), which qubes.xml does not assign to it, and no Unassign on it was acknowledged or in flight in that daemon life: it was started on an assignment that was never saved (plan written {plan_time:?})"
+                "kill #{kill}: {qube} runs holding {port} (sim-runtime.json), which qubes.xml does not assign to it, and no Unassign of it from that qube was acknowledged or in flight in that daemon life: it was started on an assignment that was never saved (plan written {plan_time:?})"
             ));
         }
     }
+    let new = pvh.difference(&seen.pvh).count() + held.difference(&seen.held).count();
     seen.pvh = pvh;
     seen.held = held;
+    new
 }

@@ -13,7 +13,7 @@ use crate::model::{ClientModel, Dev, Pending, QState};
 use crate::rng::Rng;
 
 /// Shared qubes that get most of the shared-pool calls.
-const HOT_SHARED: usize = 8;
+const HOT_SHARED: usize = 4;
 
 /// Starts and stops the clients around each daemon life.
 #[derive(Debug, Default)]
@@ -309,14 +309,14 @@ fn pick_owned(cx: &mut ClientCtx, m: &mut ClientModel) -> (String, Op) {
         })
         .unwrap_or_default();
     let op = match r {
-        0..2 => pick_dev(cx, true).map_or(Op::Start, |d| Op::Assign(d, false)),
-        2..20 => pick_dev(cx, false).map_or(Op::Start, |d| {
+        0..2 => pick_dev(cx, Pool::Critical).map_or(Op::Start, |d| Op::Assign(d, false)),
+        2..20 => pick_dev(cx, Pool::Owned).map_or(Op::Start, |d| {
             let nsr = cx.rng.chance(40);
             Op::Assign(d, nsr)
         }),
         20..32 => match cx.rng.pick(&assigned) {
             Some(d) if cx.rng.chance(85) => Op::Unassign(d.clone()),
-            _ => pick_dev(cx, false).map_or(Op::Start, Op::Unassign),
+            _ => pick_dev(cx, Pool::Owned).map_or(Op::Start, Op::Unassign),
         },
         32..46 => Op::Start,
         46..54 => Op::Shutdown(cx.rng.chance(50)),
@@ -327,14 +327,30 @@ fn pick_owned(cx: &mut ClientCtx, m: &mut ClientModel) -> (String, Op) {
     (qube, op)
 }
 
-/// A device to assign: critical ones only when `critical`.
-fn pick_dev(cx: &mut ClientCtx, critical: bool) -> Option<Dev> {
-    let pool: Vec<&Dev> = cx
+/// Which devices a pick draws from.
+#[derive(Debug, Clone, Copy)]
+enum Pool {
+    /// Assignable devices of the owned qubes.
+    Owned,
+    /// dom0-critical ones (Assign must refuse).
+    Critical,
+    /// Mostly the shared-only devices.
+    Shared,
+}
+
+/// A device from `pool`.
+fn pick_dev(cx: &mut ClientCtx, pool: Pool) -> Option<Dev> {
+    let shared_only = cx.rng.chance(80);
+    let from: Vec<&Dev> = cx
         .devices
         .iter()
-        .filter(|d| d.critical == critical)
+        .filter(|d| match pool {
+            Pool::Owned => !d.critical && !d.shared_only,
+            Pool::Critical => d.critical,
+            Pool::Shared => !d.critical && (d.shared_only || !shared_only),
+        })
         .collect();
-    cx.rng.pick(&pool).map(|d| (*d).clone())
+    cx.rng.pick(&from).map(|d| (*d).clone())
 }
 
 /// A call on a shared qube: outcomes only counted.
@@ -351,7 +367,7 @@ fn shared_step(cx: &mut ClientCtx, client: &Client, life: u64) -> bool {
         return true;
     };
     let op = match cx.rng.below(100) {
-        0..30 => pick_dev(cx, false).map_or(Op::Start, |d| {
+        0..30 => pick_dev(cx, Pool::Shared).map_or(Op::Start, |d| {
             let nsr = cx.rng.chance(50);
             Op::Assign(d, nsr)
         }),
@@ -367,7 +383,7 @@ fn shared_step(cx: &mut ClientCtx, client: &Client, life: u64) -> bool {
             };
             match cx.rng.pick(&known) {
                 Some(d) if cx.rng.chance(85) => Op::Unassign(d.clone()),
-                _ => pick_dev(cx, false).map_or(Op::Start, Op::Unassign),
+                _ => pick_dev(cx, Pool::Shared).map_or(Op::Start, Op::Unassign),
             }
         }
         50..70 => Op::Start,
@@ -414,9 +430,13 @@ fn shared_step(cx: &mut ClientCtx, client: &Client, life: u64) -> bool {
 
 /// Records a call that may leave a running qube with devices and pvh.
 fn note_explain(cx: &ClientCtx, op: &Op, qube: &str, outcome: &Outcome, life: u64) {
-    let may_turn_pvh = matches!(op, Op::Unassign(_) | Op::SetVirt("pvh"));
-    if may_turn_pvh && matches!(outcome, Outcome::Ok | Outcome::Unknown(_)) {
+    let key = match op {
+        Op::Unassign(d) => d.port.clone(),
+        Op::SetVirt("pvh") => "virt_mode".to_owned(),
+        _ => return,
+    };
+    if matches!(outcome, Outcome::Ok | Outcome::Unknown(_)) {
         let mut e = cx.explain.lock().unwrap_or_else(|p| p.into_inner());
-        e.entry(qube.to_owned()).or_default().insert(life);
+        e.entry((qube.to_owned(), key)).or_default().insert(life);
     }
 }

@@ -37,6 +37,8 @@ pub struct Layout {
 /// so 32 clients have enough devices to fight over.
 pub fn host_tree() -> HostTree {
     let mut t = PciTopology::workstation();
+    // No IOMMU groups, as on a Xen dom0 (KVM refuses starts without an IOMMU).
+    t.xen_dom0();
     t.host_bridge("0000:80:00.0").ids(0x1022, 0x1480);
     for slot in 1..=8u8 {
         t.endpoint(&format!("0000:80:{slot:02x}.0"))
@@ -48,6 +50,14 @@ pub fn host_tree() -> HostTree {
     }
     t.build()
 }
+
+/// The extra NICs only the shared pool assigns.
+pub const SHARED_ONLY: [&str; 4] = [
+    "0000:80:05.0",
+    "0000:80:06.0",
+    "0000:80:07.0",
+    "0000:80:08.0",
+];
 
 /// Name of client `c`'s preloaded qube `i`.
 pub fn owned_name(c: usize, i: usize) -> String {
@@ -114,8 +124,10 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Spawns qpcid on the layout (no waiting).
-    pub fn spawn(l: &Layout) -> Result<Self> {
+    /// Spawns qpcid on the layout (no waiting); `save_delay_ms` is qpcid's
+    /// test hook that sleeps before each save, widening the window between
+    /// a batch being applied and being durable.
+    pub fn spawn(l: &Layout, save_delay_ms: u64) -> Result<Self> {
         if l.log.exists() {
             let prev = l.log.with_file_name("qpcid.prev.log");
             fs::rename(&l.log, &prev).with_context(|| format!("rotate {}", l.log.display()))?;
@@ -133,10 +145,12 @@ impl Daemon {
                 "--backend",
                 "sim",
                 "--flavour",
-                "kvm",
+                "xen",
                 "--log-level",
                 "warn",
             ])
+            .arg("--test-save-delay-ms")
+            .arg(save_delay_ms.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

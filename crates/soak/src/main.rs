@@ -88,6 +88,15 @@ struct Totals {
     kills_mid_runtime_write: u64,
     /// Temporary files in `state/sim` after the last kill (nothing removes them).
     sim_leftovers: usize,
+    /// Running qubes newly seen holding an unassigned device or pvh (each
+    /// judged against the calls of its life).
+    judged: u64,
+    /// Sum over kills of the qubes running with PCI devices (on disk).
+    running_with_devices: u64,
+    /// The most qubes running with PCI devices after one kill.
+    most_running_with_devices: u64,
+    /// Daemon lives run with a save delay of 1-4 ms.
+    slow_save_lives: u64,
 }
 
 /// How many temporary files of interrupted durable writes are in `dir`.
@@ -188,7 +197,7 @@ fn crash_loop(flags: &Flags, seed: u64, l: &Layout) -> Result<()> {
     )?;
     let api = Client::new(&l.socket);
     let mut totals = Totals::default();
-    let mut d = Daemon::spawn(l)?;
+    let mut d = Daemon::spawn(l, 0)?;
     totals.restarts += 1;
     let first_start = d.wait_ready(l)?;
     totals.slowest_start = first_start;
@@ -244,7 +253,15 @@ fn crash_loop(flags: &Flags, seed: u64, l: &Layout) -> Result<()> {
             Some(d) => d,
             None => {
                 totals.restarts += 1;
-                Daemon::spawn(l)?
+                // Some lives save slowly: kills then land more often between
+                // a batch being applied and being durable.
+                let delay = if rng.chance(30) {
+                    totals.slow_save_lives += 1;
+                    1 + rng.below(4) as u64
+                } else {
+                    0
+                };
+                Daemon::spawn(l, delay)?
             }
         };
         match cycle(
@@ -277,7 +294,7 @@ fn crash_loop(flags: &Flags, seed: u64, l: &Layout) -> Result<()> {
     if outcome.is_ok() {
         // The last kill is checked through a restarted daemon too.
         totals.restarts += 1;
-        let mut d = Daemon::spawn(l)?;
+        let mut d = Daemon::spawn(l, 0)?;
         outcome = verify_restart(flags.kills, &mut d, l, &api, &models, &disk, &mut totals);
         totals.peak_rss_kib = totals.peak_rss_kib.max(d.peak_rss_kib().unwrap_or(0));
         drop(d);
@@ -287,6 +304,11 @@ fn crash_loop(flags: &Flags, seed: u64, l: &Layout) -> Result<()> {
         let _ = t.join();
     }
     summary(&totals, &models, started.elapsed());
+    if outcome.is_ok() && flags.kills >= 20 && totals.most_running_with_devices == 0 {
+        bail!(
+            "no qube ever ran with a PCI device: the device invariants were never exercised (is the fixture startable on this flavour?)"
+        );
+    }
     outcome
 }
 
@@ -353,9 +375,12 @@ fn cycle(
     totals.kills += 1;
     let (state_tmp, sim_tmp) = (temps(&l.state), temps(&l.state.join("sim")));
     totals.kills_mid_save += u64::from(state_tmp > 0);
-    totals.kills_mid_runtime_write += u64::from(sim_tmp > 0);
+    totals.kills_mid_runtime_write += u64::from(sim_tmp > totals.sim_leftovers);
     totals.sim_leftovers = sim_tmp;
     *disk = check::read_disk(&l.state).with_context(|| format!("kill #{kill}"))?;
+    let with_devices = disk.running.values().filter(|d| !d.is_empty()).count() as u64;
+    totals.running_with_devices += with_devices;
+    totals.most_running_with_devices = totals.most_running_with_devices.max(with_devices);
     let mut f = Findings::default();
     let mut locked = lock_all(models);
     check::models_vs_disk(kill, &mut locked, disk, &mut f);
@@ -363,7 +388,7 @@ fn cycle(
     check::disk_invariants(kill, &l.state, disk, devices, &mut f);
     {
         let e = explain.lock().unwrap_or_else(|p| p.into_inner());
-        check::judge_started_on_unsaved(kill, &mut f, &mut totals.seen, &e);
+        totals.judged += check::judge_started_on_unsaved(kill, &mut f, &mut totals.seen, &e) as u64;
     }
     for (qube, _) in &f.pvh_now {
         totals.pvh_now.entry(qube.clone()).or_insert(kill);
@@ -445,7 +470,10 @@ fn summary(t: &Totals, models: &[Arc<Mutex<ClientModel>>], elapsed: Duration) {
         "  kills survived          {} ({} during startup/load, {} with >= 1 request in flight, {} requests in flight in all)",
         t.kills, t.startup_kills, t.kills_in_flight, t.in_flight_at_kills
     );
-    println!("  daemon restarts         {}", t.restarts);
+    println!(
+        "  daemon restarts         {} ({} with a 1-4 ms save delay)",
+        t.restarts, t.slow_save_lives
+    );
     println!(
         "  owned mutations         {acked} acknowledged, {checked} checked after a restart, {refused} refused"
     );
@@ -456,12 +484,21 @@ fn summary(t: &Totals, models: &[Arc<Mutex<ClientModel>>], elapsed: Duration) {
         "  shared-pool mutations   {shared_acked} acknowledged, {shared_refused} refused (invariants only)"
     );
     println!(
-        "  kills mid-save          {} left a temp file in state/, {} in state/sim ({} there now)",
+        "  kills mid-write         {} left a temp file in state/, {} a new one in state/sim ({} there now, never removed)",
         t.kills_mid_save, t.kills_mid_runtime_write, t.sim_leftovers
+    );
+    println!(
+        "  running with PCI devices {:.1} qubes per kill on average, {} at most",
+        t.running_with_devices as f64 / t.kills.max(1) as f64,
+        t.most_running_with_devices
     );
     println!(
         "  qubes seen running with PCI devices while virt_mode read pvh (started hvm): {}",
         t.pvh_now.len()
+    );
+    println!(
+        "  running qubes newly seen holding an unassigned device or reading pvh: {} (all explained by an Unassign or virt_mode=pvh in their life)",
+        t.judged
     );
     let locked = lock_all(models);
     for (qube, kill) in t.pvh_now.iter().take(3) {

@@ -23,6 +23,9 @@ pub struct Dev {
     pub sbdf: String,
     /// dom0 must keep it (Assign must refuse it).
     pub critical: bool,
+    /// Reserved for the shared pool (owned qubes never get it), so that
+    /// starts of shared qubes find free devices and race for them.
+    pub shared_only: bool,
 }
 
 impl Dev {
