@@ -168,7 +168,7 @@ fn near_valid_request() -> impl Strategy<Value = Vec<u8>> {
 }
 
 proptest! {
-    #![proptest_config(config(400))]
+    #![proptest_config(config(1500))]
 
     #[test]
     fn request_near_valid(raw in near_valid_request()) {
@@ -212,7 +212,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(150))]
+    #![proptest_config(config(600))]
 
     #[test]
     fn state_mutated_qubes_xml(raw in mutated(
@@ -316,7 +316,7 @@ fn tree_spec() -> impl Strategy<Value = TreeSpec> {
 }
 
 proptest! {
-    #![proptest_config(config(150))]
+    #![proptest_config(config(400))]
 
     #[test]
     fn scan_random_trees(spec in tree_spec()) {

@@ -168,6 +168,22 @@ impl<'a, 'i> Cx<'a, 'i> {
         self.text.get(node.range()).unwrap_or_default().to_string()
     }
 
+    /// The source of a text node up to the next sibling or the parent's end
+    /// tag: roxmltree merges text and CDATA sections into one node whose
+    /// range covers only the first piece.
+    fn raw_text<'s>(&'s self, node: Node) -> &'s str {
+        let start = node.range().start;
+        let end = match node.next_sibling() {
+            Some(next) => next.range().start,
+            None => node
+                .parent()
+                .and_then(|p| self.text.get(..p.range().end))
+                .and_then(|t| t.rfind("</"))
+                .unwrap_or(node.range().end),
+        };
+        self.text.get(start..end).unwrap_or_default()
+    }
+
     /// roxmltree accepts an empty `<!DOCTYPE x>`; qubes.xml never has one, so refuse any.
     fn check_doctype(&self) -> Result<(), StoreError> {
         let root_start = self.doc.root_element().range().start;
@@ -241,7 +257,7 @@ impl<'a, 'i> Cx<'a, 'i> {
                 // The whitespace around stray text is layout, which the
                 // writer regenerates; kept, it would grow by one
                 // indentation per save.
-                Child::Foreign(self.raw(c).trim_matches(is_xml_space).to_string())
+                Child::Foreign(self.raw_text(c).trim_matches(is_xml_space).to_string())
             } else {
                 Child::Foreign(self.raw(c))
             })
@@ -752,6 +768,15 @@ mod tests {
         assert_eq!(once, twice);
         assert!(
             once.contains("\n    stray&amp;\u{a0}\n  </properties>"),
+            "{once}"
+        );
+        // Text and CDATA are one node; all of it is kept, once.
+        let cdata = text.replace("stray&amp;\u{a0}", "<![CDATA[x]]>y");
+        let once = QubesXml::parse(&cdata, origin).unwrap().to_xml();
+        let twice = QubesXml::parse(&once, origin).unwrap().to_xml();
+        assert_eq!(once, twice);
+        assert!(
+            once.contains("\n    <![CDATA[x]]>y\n  </properties>"),
             "{once}"
         );
     }
