@@ -189,3 +189,28 @@ fn a_valid_hand_written_file_loads() {
     assert_eq!(hv.state(&name("sys-usb")), PowerState::Paused);
     assert!(hv.attached(&name("sys-usb"))[0].options.permissive);
 }
+
+/// A plan or XML write cut off by a crash leaves a temporary file in
+/// `sim/`; the next open removes it and keeps the real files.
+#[test]
+fn reopen_removes_temporary_files_left_by_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = host(Xen);
+    let work = qube("work", vec![asg("00_14.0", USB, &["no-strict-reset=true"])]);
+    let mut hv = SimHypervisor::open(dir.path()).unwrap();
+    orchestrate::start(&mut hv, &work, &inv, Xen, xml).unwrap();
+    let sim = hv.xml_path(&work.name).parent().unwrap().to_path_buf();
+    let stale = sim.join(format!("{}abc123", qpci_store::TEMP_PREFIX));
+    fs::write(&stale, "{\"half\":").unwrap();
+    let other = sim.join("notes.txt");
+    fs::write(&other, "kept").unwrap();
+
+    let reopened = SimHypervisor::open(dir.path()).unwrap();
+    assert!(!stale.exists(), "{} survived the reopen", stale.display());
+    assert!(other.exists());
+    assert_eq!(
+        fs::read_to_string(reopened.xml_path(&work.name)).unwrap(),
+        XML
+    );
+    assert_eq!(reopened.state(&work.name), PowerState::Running);
+}
