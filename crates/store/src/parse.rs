@@ -280,6 +280,10 @@ impl<'a, 'i> Cx<'a, 'i> {
         let start = self.text.get(node.range().start..).unwrap_or_default();
         let mut out = Vec::new();
         for_each_raw_attribute(start, |qname, raw| {
+            // roxmltree reads an empty prefix (`:name`) as no prefix, so
+            // the attribute is the known one; kept as well, it would be
+            // written twice.
+            let qname = qname.strip_prefix(':').unwrap_or(qname);
             if !known.contains(&qname) {
                 out.push(raw.to_string());
             }
@@ -778,6 +782,22 @@ mod tests {
         assert!(
             once.contains("\n    <![CDATA[x]]>y\n  </properties>"),
             "{once}"
+        );
+    }
+
+    #[test]
+    fn an_empty_attribute_prefix_is_no_prefix() {
+        // Found by fuzzing: with a namespace declared, `:name` was kept as a
+        // foreign attribute besides `name`, and the save did not load.
+        let text = "<qubes xmlns:a=\"urn:a\">\n  <labels>\n    <label id=\"label-1\" color=\"0x000000\">black</label>\n  </labels>\n  <properties>\n    <property :name=\"default_kernel\">x</property>\n  </properties>\n  <domains>\n    <domain id=\"domain-0\" class=\"AdminVM\">\n      <properties>\n        <property name=\"label\" ref=\"label-1\"/>\n      </properties>\n    </domain>\n  </domains>\n</qubes>\n";
+        let origin = Path::new("qubes.xml");
+        let xml = QubesXml::parse(text, origin).unwrap();
+        let saved = xml.to_xml();
+        let again = QubesXml::parse(&saved, origin).unwrap();
+        assert_eq!(again.properties, xml.properties);
+        assert!(
+            saved.contains("<property name=\"default_kernel\">x</property>"),
+            "{saved}"
         );
     }
 
