@@ -22,75 +22,13 @@ use std::time::Instant;
 
 use qpci_core::registry::{PowerState, Registry};
 use qpci_host::Inventory;
-use qpci_store::{DeviceRecord, DomainRecord, LabelRecord, PropertyValue, QubesXml, StateFile};
+use qpci_store::{QubesXml, StateFile, testing};
 use qpci_types::QubeName;
 
 /// The state of `bench_state`: dom0, a template and `n` AppVMs with two
 /// PCI devices each.
 fn state(n: usize) -> QubesXml {
-    let mut x = QubesXml::default();
-    for (i, name) in [
-        "red", "orange", "yellow", "green", "gray", "blue", "purple", "black",
-    ]
-    .iter()
-    .enumerate()
-    {
-        x.labels.push(LabelRecord {
-            id: format!("label-{}", i + 1),
-            color: format!("0x{:06x}", i * 0x111111),
-            name: name.to_string(),
-            ..LabelRecord::default()
-        });
-    }
-    x.properties
-        .insert("default_template".into(), "fedora-40".into());
-    x.properties.insert("default_netvm".into(), "".into());
-    for (qid, class, name) in [(0, "AdminVM", "dom0"), (1, "TemplateVM", "fedora-40")] {
-        let mut d = DomainRecord {
-            qid,
-            class: class.into(),
-            name: name.into(),
-            ..Default::default()
-        };
-        d.properties
-            .insert("label".into(), PropertyValue::Ref("label-8".into()));
-        x.domains.push(d);
-    }
-    for i in 0..n {
-        let qid = u32::try_from(i).unwrap() + 2;
-        let mut d = DomainRecord {
-            qid,
-            class: "AppVM".into(),
-            name: format!("qube-{i}"),
-            ..Default::default()
-        };
-        for (k, v) in [
-            ("template", "fedora-40".to_string()),
-            ("memory", "401".to_string()),
-            ("maxmem", "0".to_string()),
-            ("virt_mode", "hvm".to_string()),
-            ("uuid", format!("5b0c3d6e-9a57-4d64-8f63-{qid:012}")),
-        ] {
-            d.properties.insert(k.into(), PropertyValue::Text(v));
-        }
-        d.properties
-            .insert("label".into(), PropertyValue::Ref("label-1".into()));
-        d.features.insert("servicevm".into(), "1".into());
-        d.tags.insert("created-by-dom0".into());
-        let devs = (0..2u32)
-            .map(|j| DeviceRecord {
-                backend_domain: "dom0".into(),
-                port_id: format!("00_{:02x}.{j}", i % 32),
-                device_id: Some("0x8086:0xa0ed::p0c0330".into()),
-                mode: Some("required".into()),
-                options: [("no-strict-reset".to_string(), "True".to_string())].into(),
-                ..Default::default()
-            })
-            .collect();
-        d.devices.insert("pci".into(), devs);
-        x.domains.push(d);
-    }
-    x
+    testing::generated(&testing::Shape::BENCH, n, 1)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

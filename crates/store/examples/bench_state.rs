@@ -22,85 +22,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use qpci_store::{
-    ChangedSet, DeviceRecord, DomainRecord, LabelRecord, PropertyValue, QubesXml, StateFile,
-};
+use qpci_store::{ChangedSet, PropertyValue, QubesXml, StateFile, testing};
 
+/// dom0, a template and `n` AppVMs with two PCI devices each (memory `400 + variant`).
 fn state(n: usize, variant: u32) -> QubesXml {
-    let mut x = QubesXml::default();
-    for (i, name) in [
-        "red", "orange", "yellow", "green", "gray", "blue", "purple", "black",
-    ]
-    .iter()
-    .enumerate()
-    {
-        x.labels.push(LabelRecord {
-            id: format!("label-{}", i + 1),
-            color: format!("0x{:06x}", i * 0x111111),
-            name: name.to_string(),
-            ..LabelRecord::default()
-        });
-    }
-    x.properties
-        .insert("default_template".into(), "fedora-40".into());
-    x.properties.insert("default_netvm".into(), "".into());
-    let mut dom0 = DomainRecord {
-        qid: 0,
-        class: "AdminVM".into(),
-        name: "dom0".into(),
-        ..Default::default()
-    };
-    dom0.properties
-        .insert("label".into(), PropertyValue::Ref("label-8".into()));
-    x.domains.push(dom0);
-    let mut tpl = DomainRecord {
-        qid: 1,
-        class: "TemplateVM".into(),
-        name: "fedora-40".into(),
-        ..Default::default()
-    };
-    tpl.properties
-        .insert("label".into(), PropertyValue::Ref("label-8".into()));
-    x.domains.push(tpl);
-    for i in 0..n {
-        let qid = u32::try_from(i).unwrap() + 2;
-        let mut d = DomainRecord {
-            qid,
-            class: "AppVM".into(),
-            name: format!("qube-{i}"),
-            ..Default::default()
-        };
-        for (k, v) in [
-            ("label", "label-1".to_string()),
-            ("template", "fedora-40".to_string()),
-            ("memory", (400 + variant).to_string()),
-            ("maxmem", "0".to_string()),
-            ("virt_mode", "hvm".to_string()),
-            ("uuid", format!("5b0c3d6e-9a57-4d64-8f63-{qid:012}")),
-        ] {
-            let v = if k == "label" {
-                PropertyValue::Ref(v)
-            } else {
-                PropertyValue::Text(v)
-            };
-            d.properties.insert(k.into(), v);
-        }
-        d.features.insert("servicevm".into(), "1".into());
-        d.tags.insert("created-by-dom0".into());
-        let devs = (0..2u32)
-            .map(|j| DeviceRecord {
-                backend_domain: "dom0".into(),
-                port_id: format!("00_{:02x}.{j}", i % 32),
-                device_id: Some("0x8086:0xa0ed::p0c0330".into()),
-                mode: Some("required".into()),
-                options: [("no-strict-reset".to_string(), "True".to_string())].into(),
-                ..Default::default()
-            })
-            .collect();
-        d.devices.insert("pci".into(), devs);
-        x.domains.push(d);
-    }
-    x
+    testing::generated(&testing::Shape::BENCH, n, variant)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

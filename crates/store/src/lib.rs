@@ -33,6 +33,8 @@ mod file;
 mod lock;
 mod model;
 mod parse;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod validate;
 mod write;
 

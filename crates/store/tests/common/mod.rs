@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use qpci_store::{DeviceRecord, DomainRecord, LabelRecord, PropertyValue, QubesXml};
+use qpci_store::{QubesXml, testing};
 
 /// The realistic fixture.
 pub fn fixture() -> String {
@@ -70,75 +70,5 @@ pub fn tree(text: &str) -> Vec<N> {
 
 /// A generated state: `n` AppVMs with two PCI devices each, plus dom0 and a template.
 pub fn generated(n: usize, variant: u32) -> QubesXml {
-    let mut x = QubesXml::default();
-    for (i, (name, color)) in [
-        ("red", "0xcc0000"),
-        ("blue", "0x3465a4"),
-        ("black", "0x000000"),
-    ]
-    .iter()
-    .enumerate()
-    {
-        x.labels.push(LabelRecord {
-            id: format!("label-{}", i + 1),
-            color: color.to_string(),
-            name: name.to_string(),
-            ..LabelRecord::default()
-        });
-    }
-    x.properties.insert("default_template".into(), "tpl".into());
-    let mut dom0 = DomainRecord {
-        qid: 0,
-        class: "AdminVM".into(),
-        name: "dom0".into(),
-        ..DomainRecord::default()
-    };
-    dom0.properties
-        .insert("label".into(), PropertyValue::Ref("label-3".into()));
-    x.domains.push(dom0);
-    let mut tpl = DomainRecord {
-        qid: 1,
-        class: "TemplateVM".into(),
-        name: "tpl".into(),
-        ..DomainRecord::default()
-    };
-    tpl.properties
-        .insert("label".into(), PropertyValue::Ref("label-3".into()));
-    x.domains.push(tpl);
-    for i in 0..n {
-        let qid = u32::try_from(i).unwrap() + 2;
-        let mut d = DomainRecord {
-            qid,
-            class: "AppVM".into(),
-            name: format!("qube-{i}"),
-            ..DomainRecord::default()
-        };
-        d.properties
-            .insert("label".into(), PropertyValue::Ref("label-1".into()));
-        d.properties.insert("template".into(), "tpl".into());
-        d.properties.insert(
-            "memory".into(),
-            PropertyValue::Text(format!("{}", 400 + variant)),
-        );
-        d.properties.insert("virt_mode".into(), "hvm".into());
-        d.properties.insert(
-            "uuid".into(),
-            PropertyValue::Text(format!("00000000-0000-4000-8000-{qid:012}")),
-        );
-        d.features.insert("servicevm".into(), "1".into());
-        d.tags.insert("created-by-dom0".into());
-        let devs = (0..2)
-            .map(|j| DeviceRecord {
-                backend_domain: "dom0".into(),
-                port_id: format!("00_{:02x}.{j}", i % 32),
-                device_id: Some(format!("0x8086:0x{:04x}::p0c0330", variant)),
-                mode: Some("required".into()),
-                options: [("no-strict-reset".to_string(), "True".to_string())].into(),
-                ..DeviceRecord::default()
-            })
-            .collect();
-        d.devices.insert("pci".into(), devs);
-        x.domains.push(d);
-    }
-    x
+    testing::generated(&testing::Shape::TEST, n, variant)
 }
