@@ -6,54 +6,16 @@
 //! update the saver's records, save; a failed save means a full save next.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use std::path::Path;
+mod registry_common;
 
 use proptest::prelude::*;
-use qpci_core::registry::{PciAssignment, PortSpec, PowerState, QubeClass, Registry};
-use qpci_host::{Inventory, PciDevice};
+use qpci_core::registry::{PciAssignment, PortSpec, QubeClass, Registry};
 use qpci_store::{ChangedSet, QubesXml, StateFile};
-use qpci_types::{PciAddress, PciPath, QubeName};
-
-fn data(name: &str) -> QubesXml {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name);
-    QubesXml::parse(&std::fs::read_to_string(&p).unwrap(), &p).unwrap()
-}
-
-fn dev(addr: &str, path: &str, parent: Option<&str>) -> PciDevice {
-    PciDevice {
-        address: addr.parse::<PciAddress>().unwrap(),
-        path: Some(path.parse::<PciPath>().unwrap()),
-        parent_bridge: parent.map(|p| p.parse().unwrap()),
-        ..PciDevice::default()
-    }
-}
-
-/// The host of `registry_load.rs`: the legacy file's BDF ids migrate on it.
-fn inventory() -> Inventory {
-    let mut bridge = dev("0000:00:08.1", "00_08.1", None);
-    bridge.secondary_bus = Some(2);
-    bridge.subordinate_bus = Some(2);
-    bridge.header_type = Some(1);
-    Inventory {
-        devices: vec![
-            bridge,
-            dev("0000:00:14.0", "00_14.0", None),
-            dev("0000:02:00.0", "00_08.1-00_00.0", Some("0000:00:08.1")),
-            dev("0000:02:00.2", "00_08.1-00_00.2", Some("0000:00:08.1")),
-        ],
-        root_buses: vec![(0, 0)],
-        ..Inventory::default()
-    }
-}
+use qpci_types::QubeName;
+use registry_common::{data, halted, inventory};
 
 fn load(file: &str) -> Registry {
     Registry::from_records(data(file), &inventory()).unwrap().0
-}
-
-fn halted(_: &QubeName) -> PowerState {
-    PowerState::Halted
 }
 
 fn assignment(port: u8) -> PciAssignment {

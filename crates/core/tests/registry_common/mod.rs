@@ -7,8 +7,12 @@
     dead_code
 )]
 
+use std::path::Path;
+
 use qpci_core::registry::{PowerState, QubeClass, Registry, RegistryError};
-use qpci_types::QubeName;
+use qpci_host::{Inventory, PciDevice};
+use qpci_store::QubesXml;
+use qpci_types::{PciAddress, PciPath, QubeName};
 
 pub fn halted(_: &QubeName) -> PowerState {
     PowerState::Halted
@@ -71,4 +75,42 @@ pub fn pci_assignment(port: &str) -> qpci_core::registry::PciAssignment {
         None,
         Default::default(),
     )
+}
+
+/// `tests/data/<name>`, parsed.
+pub fn data(name: &str) -> QubesXml {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name);
+    QubesXml::parse(&std::fs::read_to_string(&p).unwrap(), &p).unwrap()
+}
+
+/// A device at `addr` with sysfs path `path`, behind bridge `parent`.
+pub fn dev(addr: &str, path: &str, parent: Option<&str>) -> PciDevice {
+    PciDevice {
+        address: addr.parse::<PciAddress>().unwrap(),
+        path: Some(path.parse::<PciPath>().unwrap()),
+        parent_bridge: parent.map(|p| p.parse().unwrap()),
+        ..PciDevice::default()
+    }
+}
+
+/// Root bus 00; a bridge at 00:08.1 whose secondary bus is 02, holding
+/// 02:00.0 and 02:00.2; a USB controller at 00:14.0. The legacy file's BDF
+/// ids migrate on it.
+pub fn inventory() -> Inventory {
+    let mut bridge = dev("0000:00:08.1", "00_08.1", None);
+    bridge.secondary_bus = Some(2);
+    bridge.subordinate_bus = Some(2);
+    bridge.header_type = Some(1);
+    Inventory {
+        devices: vec![
+            bridge,
+            dev("0000:00:14.0", "00_14.0", None),
+            dev("0000:02:00.0", "00_08.1-00_00.0", Some("0000:00:08.1")),
+            dev("0000:02:00.2", "00_08.1-00_00.2", Some("0000:00:08.1")),
+        ],
+        root_buses: vec![(0, 0)],
+        ..Inventory::default()
+    }
 }
