@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use qpci_api::MAX_REQUEST;
-use server_support::{Daemon, base_args, bin, spawn_logged};
+use server_support::{Daemon, base_args, bin};
 
 /// The soft descriptor limit the daemon is started with.
 const DAEMON_SOFT_NOFILE: u64 = 256;
@@ -69,16 +69,7 @@ fn start_limited() -> Daemon {
         ))
         .arg(bin())
         .args(base_args(dir.path()));
-    let (child, log) = spawn_logged(cmd);
-    let d = Daemon {
-        child,
-        socket: dir.path().join("run/qubesd.sock"),
-        state: dir.path().join("state"),
-        dir,
-        log,
-    };
-    d.wait_ready();
-    d
+    Daemon::start_command(dir, cmd)
 }
 
 /// `VmRSS` or `VmHWM` of `pid`, in KiB.

@@ -76,6 +76,12 @@ impl Daemon {
     pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Daemon {
         let mut cmd = Command::new(bin());
         cmd.args(base_args(dir.path())).args(extra);
+        Self::start_command(dir, cmd)
+    }
+
+    /// Starts `cmd`, a daemon rooted in `dir` (its flags from [`base_args`],
+    /// maybe behind a wrapper), and waits for its socket.
+    pub fn start_command(dir: tempfile::TempDir, cmd: Command) -> Daemon {
         let (child, log) = spawn_logged(cmd);
         let d = Daemon {
             child,
