@@ -20,7 +20,6 @@
 
 mod check;
 mod client;
-mod daemon;
 mod model;
 mod rng;
 
@@ -33,12 +32,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use qpci_api::Client;
+use qpci_soak::daemon;
 
 use crate::check::{Disk, Findings};
 use crate::client::{ClientCtx, Control};
-use crate::daemon::{Daemon, Layout};
 use crate::model::ClientModel;
 use crate::rng::Rng;
+use daemon::{Daemon, Layout};
 
 /// Crash loop for qpcid: random mutations from concurrent clients, SIGKILL,
 /// restart, check.

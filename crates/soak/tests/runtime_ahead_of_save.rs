@@ -10,12 +10,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use qpci_api::{Client, RawRequest, Reply};
-use qpci_fixture::daemon::{answers, qpcid, unavailable};
+use qpci_fixture::daemon::{qpcid, unavailable};
 use qpci_fixture::pci::PciTopology;
+use qpci_soak::daemon::{Daemon, Layout};
 
 const STATE: &str = r#"<?xml version='1.0' encoding='UTF-8'?>
 <qubes>
@@ -39,36 +39,20 @@ const STATE: &str = r#"<?xml version='1.0' encoding='UTF-8'?>
 /// The igb NIC of the workstation fixture (FLR): assignable, startable.
 const NIC_PORT: &str = "40_01.1-00_00.0";
 
-fn spawn(qpcid: &Path, dir: &Path, root: &Path, save_delay_ms: u64) -> Child {
-    let child = Command::new(qpcid)
-        .arg("--socket")
-        .arg(dir.join("qubesd.sock"))
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .arg("--sysfs-root")
-        .arg(root)
-        .args([
-            "--backend",
-            "sim",
-            "--flavour",
-            // The workstation fixture has no IOMMU groups, as on a Xen dom0
-            // (KVM would refuse the start for want of an IOMMU).
-            "xen",
-            "--log-level",
-            "info",
-        ])
-        .arg("--test-save-delay-ms")
-        .arg(save_delay_ms.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("qpcid.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let socket = dir.join("qubesd.sock");
-    while !answers(&socket) {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child
+/// qpcid on `dir` (socket, state folder, log) and the fixture `root`, as
+/// the crash loop runs it (sim backend, xen flavour: the workstation fixture
+/// has no IOMMU groups, as on a Xen dom0), once it answers.
+fn spawn(qpcid: &Path, dir: &Path, root: &Path, save_delay_ms: u64) -> Daemon {
+    let layout = Layout {
+        qpcid: qpcid.to_path_buf(),
+        socket: dir.join("qubesd.sock"),
+        state: dir.join("state"),
+        root: root.to_path_buf(),
+        log: dir.join("qpcid.log"),
+    };
+    let mut d = Daemon::spawn(&layout, save_delay_ms).unwrap();
+    d.wait_ready(&layout).unwrap();
+    d
 }
 
 /// Sends a call on its own thread; the reply (if any) is dropped.
@@ -98,7 +82,7 @@ fn a_start_never_outlives_the_changes_it_was_planned_on() {
     std::fs::write(state.join("qubes.xml"), STATE).unwrap();
     let socket = dir.path().join("qubesd.sock");
     // Every save sleeps first, so the batch below stays unsaved long enough.
-    let mut d = spawn(&qpcid, dir.path(), tree.root(), 1500);
+    let d = spawn(&qpcid, dir.path(), tree.root(), 1500);
     // Batch 1: a change on another qube; its save holds the owner's saver.
     let first = send(
         &socket,
@@ -129,13 +113,12 @@ fn a_start_never_outlives_the_changes_it_was_planned_on() {
         std::thread::sleep(Duration::from_millis(5));
     }
     d.kill().unwrap();
-    d.wait().unwrap();
     for t in later {
         t.join().unwrap();
     }
     // None of batch 2's calls was answered: each may be applied or not, but
     // the restarted daemon must not run a pvh qube with a PCI device.
-    let mut d = spawn(&qpcid, dir.path(), tree.root(), 0);
+    let d = spawn(&qpcid, dir.path(), tree.root(), 0);
     let client = Client::new(&socket);
     let running = matches!(
         client.call_raw(&RawRequest::new("admin.vm.CurrentState", "", "a", "")),
@@ -160,7 +143,6 @@ fn a_start_never_outlives_the_changes_it_was_planned_on() {
         other => panic!("property.Get: {other:?}"),
     };
     let _ = d.kill();
-    let _ = d.wait();
     assert!(
         !(running && !attached.is_empty() && virt.ends_with(" pvh")),
         "after the kill, qube a runs with PCI devices ({}) while its virt_mode is `{virt}`",
