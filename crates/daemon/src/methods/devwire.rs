@@ -84,12 +84,19 @@ pub(crate) fn parse_qarg(untrusted: &str) -> Result<VirtualDevice, Exc> {
 }
 
 /// A value made safe for the `key='value'` form: every character outside
-/// printable ASCII and space becomes `_` (a pci.ids name may carry any).
+/// printable ASCII and space becomes `_` (a pci.ids name may carry any), and
+/// so does a final `=`, which would make `='` end the item early for the
+/// reader (as [`kv::pack`] does; found by fuzzing the codec).
 pub(crate) fn safe_value(value: &str) -> String {
-    value
+    let mut out: String = value
         .chars()
         .map(|c| if kv::is_value_char(c) { c } else { '_' })
-        .collect()
+        .collect();
+    if out.ends_with('=') {
+        out.pop();
+        out.push('_');
+    }
+    out
 }
 
 /// One `key='value'` item of a value already made safe.
@@ -100,9 +107,11 @@ fn item(key: &str, value: &str) -> String {
 /// Appends `value` made safe (see [`safe_value`]) with `'` escaped as
 /// `\'`, as the quoted part of a `key='value'` item.
 fn push_quoted(out: &mut String, value: &str) {
-    for c in value.chars() {
+    let last = value.chars().count().saturating_sub(1);
+    for (i, c) in value.chars().enumerate() {
         match c {
             '\'' => out.push_str("\\'"),
+            '=' if i == last => out.push('_'),
             c if kv::is_value_char(c) => out.push(c),
             _ => out.push('_'),
         }
@@ -345,6 +354,26 @@ mod tests {
             port: p.to_owned(),
             devid: d.to_owned(),
         }
+    }
+
+    /// A pci.ids name ending in `=` (fuzzing found the codec's writer
+    /// made such a line unreadable) is written so the reader takes it.
+    #[test]
+    fn a_value_ending_in_equals_stays_readable() {
+        let mut line = String::new();
+        push_item(&mut line, "product", "Foo=");
+        push_item(&mut line, "interfaces", "p0c0330");
+        let joined = format!("{} {}", item("vendor", "Bar="), line.trim_start());
+        let parsed = kv::unpack(joined.as_bytes()).unwrap();
+        assert_eq!(
+            parsed.properties,
+            [
+                ("vendor".to_owned(), "Bar_".to_owned()),
+                ("product".to_owned(), "Foo_".to_owned()),
+                ("interfaces".to_owned(), "p0c0330".to_owned()),
+            ]
+        );
+        assert_eq!(safe_value("a=b"), "a=b");
     }
 
     #[test]
