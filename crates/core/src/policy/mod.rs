@@ -23,6 +23,7 @@ mod bind;
 mod defaults;
 mod refusal;
 mod start;
+mod start_refusal;
 mod stop;
 
 use std::fmt;
@@ -42,6 +43,7 @@ pub use bind::{BindStep, StubDriver, bind_steps};
 pub use defaults::{check_virt_mode, default_maxmem, default_virt_mode, has_pci};
 pub use refusal::{QubesExc, Refusal, Unavailable, python_repr};
 pub use start::{PlannedDevice, StartDecision, StartPlan, plan_start};
+pub use start_refusal::StartRefusal;
 pub use stop::{
     DetachPlan, StopKind, StopPlan, plan_attach, plan_detach, plan_kill, plan_shutdown,
 };

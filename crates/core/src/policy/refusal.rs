@@ -6,7 +6,7 @@ use std::fmt;
 use qpci_host::CriticalReason;
 use qpci_types::{OptionError, PciAddress, QubeName};
 
-use crate::registry::AssignmentProblem;
+use super::start_refusal::StartRefusal;
 
 /// The Qubes exception class a refusal travels as on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -183,120 +183,9 @@ pub enum Refusal {
     /// Setting `virt_mode` to pvh while PCI devices are assigned (Qubes' text).
     #[error("pvh mode can't be set if pci devices are assigned")]
     PvhProperty,
-    /// Start of a pvh qube with PCI devices (DESIGN.md M12).
-    #[error(
-        "Cannot start {qube}: pvh mode can't be set if pci devices are assigned; set virt_mode to hvm (qvm-prefs {qube} virt_mode hvm)"
-    )]
-    PvhStart {
-        /// The qube.
-        qube: QubeName,
-    },
-    /// Start with a required assignment that cannot be used as loaded.
-    #[error(
-        "Cannot start {qube}: the assignment of pci device {device} is not usable: {problem}; fix or unassign it"
-    )]
-    BadAssignment {
-        /// The qube.
-        qube: QubeName,
-        /// `backend:port:devid`.
-        device: String,
-        /// The first problem.
-        problem: AssignmentProblem,
-    },
-    /// A required device is absent or another device sits at its port
-    /// (Qubes' text, with the reason appended).
-    #[error("Pci device {device} not available: {why}")]
-    NotAvailable {
-        /// `backend:port:devid`.
-        device: String,
-        /// What is wrong.
-        why: Unavailable,
-    },
-    /// A device another active qube holds (DESIGN.md M5).
-    #[error(
-        "Cannot start {qube}: pci device {device} is in use by {holder}, which is running; shut {holder} down first"
-    )]
-    Held {
-        /// The qube being started.
-        qube: QubeName,
-        /// `port (address)`.
-        device: String,
-        /// The active qube holding it.
-        holder: QubeName,
-    },
-    /// A dom0-critical device at start (DESIGN.md M10).
-    #[error("Cannot start {qube}: pci device {device} is needed by dom0: {reason}; unassign it")]
-    CriticalStart {
-        /// The qube.
-        qube: QubeName,
-        /// `port (address)`.
-        device: String,
-        /// Why dom0 needs it.
-        reason: CriticalReason,
-    },
-    /// A function without any reset (strict reset, DESIGN.md M7).
-    #[error(
-        "Cannot start {qube}: pci device {device} has no reset method (no function-level reset, and no bridge above it for a bus reset), so its state could leak to the next qube that uses it; assign it with -o no-strict-reset=true to accept that"
-    )]
-    NoReset {
-        /// The qube.
-        qube: QubeName,
-        /// `port (address)`.
-        device: String,
-    },
-    /// A bus-reset-only function whose bus is not all going to this qube.
-    #[error(
-        "Cannot start {qube}: pci device {device} has no function-level reset; it can only be reset by a bus reset of bridge {bridge}, which also resets {others}: assign {them} to {qube} too, or assign this device with -o no-strict-reset=true"
-    )]
-    ResetDomain {
-        /// The qube.
-        qube: QubeName,
-        /// `port (address)`.
-        device: String,
-        /// The bridge whose bus reset is needed.
-        bridge: PciAddress,
-        /// The other members not going to this qube, joined.
-        others: String,
-        /// `it` or `them`.
-        them: &'static str,
-    },
-    /// An IOMMU group split between qubes (DESIGN.md M6).
-    #[error(
-        "Cannot start {qube}: pci device {device} is in IOMMU group {group} with {others}, which must go to the same qube: assign {them} to {qube} too"
-    )]
-    IommuGroup {
-        /// The qube.
-        qube: QubeName,
-        /// `port (address)`.
-        device: String,
-        /// The group number.
-        group: u32,
-        /// The endpoints of the group not going to this qube, joined.
-        others: String,
-        /// `it` or `them`.
-        them: &'static str,
-    },
-    /// `permissive` on KVM (vfio-pci has no equivalent).
-    #[error(
-        "Cannot start {qube}: pci device {device} has option permissive, which vfio-pci (KVM) cannot honour; unassign it and assign it again without -o permissive"
-    )]
-    PermissiveOnKvm {
-        /// The qube.
-        qube: QubeName,
-        /// `port (address)`.
-        device: String,
-    },
-    /// KVM without an active IOMMU: vfio-pci refuses a device with no
-    /// IOMMU group (linux-pci.md §4), and DMA from the qube would be unconfined.
-    #[error(
-        "Cannot start {qube}: pci device {device} has no IOMMU group, so vfio-pci (KVM) cannot take it and the qube's DMA would reach all of dom0's memory; enable the IOMMU (VT-d or AMD-Vi in the firmware setup, intel_iommu=on or amd_iommu=on on the kernel command line), reboot, and check with qvm-pci doctor"
-    )]
-    NoIommu {
-        /// The qube.
-        qube: QubeName,
-        /// `port (address)`.
-        device: String,
-    },
+    /// A start refusal of a qube's devices (DESIGN.md M5–M7, M10, M12).
+    #[error(transparent)]
+    Start(#[from] StartRefusal),
 }
 
 impl Refusal {
@@ -311,19 +200,10 @@ impl Refusal {
             Self::PoweredOff(_) => QubesExc::QubesVMNotStartedError,
             Self::ShutdownDom0 | Self::KillDom0 => QubesExc::QubesVMError,
             Self::PvhProperty => QubesExc::QubesPropertyValueError,
-            Self::NoDevices
-            | Self::CriticalAssign { .. }
-            | Self::AttachLive { .. }
-            | Self::PvhStart { .. }
-            | Self::BadAssignment { .. }
-            | Self::NotAvailable { .. }
-            | Self::Held { .. }
-            | Self::CriticalStart { .. }
-            | Self::NoReset { .. }
-            | Self::ResetDomain { .. }
-            | Self::IommuGroup { .. }
-            | Self::PermissiveOnKvm { .. }
-            | Self::NoIommu { .. } => QubesExc::QubesException,
+            Self::NoDevices | Self::CriticalAssign { .. } | Self::AttachLive { .. } => {
+                QubesExc::QubesException
+            }
+            Self::Start(r) => r.exc(),
         }
     }
 
@@ -365,6 +245,23 @@ mod tests {
         assert_eq!(
             Refusal::DetachRequired.wire_text(),
             Refusal::DetachRequired.to_string()
+        );
+    }
+
+    #[test]
+    fn start_refusals_keep_their_text_and_class() {
+        let inner = StartRefusal::NoReset {
+            qube: "work".parse().unwrap(),
+            device: "00_1c.0-00_00.0 (0000:01:00.0)".into(),
+        };
+        let r = Refusal::from(inner.clone());
+        assert_eq!(r.exc().name(), "QubesException");
+        assert_eq!(r.wire_text(), inner.to_string());
+        assert!(
+            r.wire_text().starts_with(
+                "Cannot start work: pci device 00_1c.0-00_00.0 (0000:01:00.0) has no reset method"
+            ),
+            "{r}"
         );
     }
 }

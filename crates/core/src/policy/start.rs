@@ -10,7 +10,9 @@ use qpci_host::{HostFlavour, Inventory, PciDevice, ResetDomain};
 use qpci_types::{AssignOptions, DeviceIdentity, PciAddress, PciPath, QubeName};
 
 use super::bind::{BindStep, StubDriver, bind_steps};
-use super::{Refusal, Unavailable, Warning, describe, describe_address, device_at, join_list};
+use super::{
+    Refusal, StartRefusal, Unavailable, Warning, describe, describe_address, device_at, join_list,
+};
 use crate::registry::{AssignMode, PciAssignment, PortSpec, Qube, VirtMode};
 use crate::runtime::{AttachedDevice, RuntimeState};
 
@@ -129,17 +131,19 @@ pub fn plan_start(
     }
     for a in &required {
         if let Some(problem) = a.problems.first() {
-            return Err(Refusal::BadAssignment {
+            return Err(StartRefusal::BadAssignment {
                 qube: qube.name.clone(),
                 device: a.device_text(),
                 problem: problem.clone(),
-            });
+            }
+            .into());
         }
     }
     if !required.is_empty() && qube.virt_mode == VirtMode::Pvh {
-        return Err(Refusal::PvhStart {
+        return Err(StartRefusal::PvhStart {
             qube: qube.name.clone(),
-        });
+        }
+        .into());
     }
 
     let resolved = resolve(&required, inventory, &mut warnings)?;
@@ -197,21 +201,23 @@ fn resolve<'a>(
                 .collect(),
             (PortSpec::Path(path), identity) => {
                 let Some(device) = device_at(inventory, path) else {
-                    return Err(Refusal::NotAvailable {
+                    return Err(StartRefusal::NotAvailable {
                         device: a.device_text(),
                         why: Unavailable::NotPresent,
-                    });
+                    }
+                    .into());
                 };
                 match identity {
                     Some(id) if *id != device.identity() => {
-                        return Err(Refusal::NotAvailable {
+                        return Err(StartRefusal::NotAvailable {
                             device: a.device_text(),
                             why: Unavailable::Different {
                                 port: path.to_string(),
                                 expected: id.to_string(),
                                 found: device.identity().to_string(),
                             },
-                        });
+                        }
+                        .into());
                     }
                     Some(_) => {}
                     None => warnings.push(Warning::NotPinned {
@@ -223,10 +229,11 @@ fn resolve<'a>(
             }
         };
         if found.is_empty() {
-            return Err(Refusal::NotAvailable {
+            return Err(StartRefusal::NotAvailable {
                 device: a.device_text(),
                 why: Unavailable::NotPresent,
-            });
+            }
+            .into());
         }
         for device in found {
             if let Some((first, _)) = out.iter().find(|(_, d)| d.address == device.address) {
@@ -260,11 +267,11 @@ impl Ctx<'_> {
         assignment: &PciAssignment,
         device: &PciDevice,
         warnings: &mut Vec<Warning>,
-    ) -> Result<(), Refusal> {
+    ) -> Result<(), StartRefusal> {
         let name = &self.qube.name;
         let shown = describe(device);
         if let Some(reason) = &device.critical {
-            return Err(Refusal::CriticalStart {
+            return Err(StartRefusal::CriticalStart {
                 qube: name.clone(),
                 device: shown,
                 reason: reason.clone(),
@@ -273,20 +280,20 @@ impl Ctx<'_> {
         if let Some(holder) = self.runtime.holder_of(&device.address)
             && holder != name
         {
-            return Err(Refusal::Held {
+            return Err(StartRefusal::Held {
                 qube: name.clone(),
                 device: shown,
                 holder: holder.clone(),
             });
         }
         if self.flavour == HostFlavour::Kvm && assignment.options.permissive {
-            return Err(Refusal::PermissiveOnKvm {
+            return Err(StartRefusal::PermissiveOnKvm {
                 qube: name.clone(),
                 device: shown,
             });
         }
         if self.flavour == HostFlavour::Kvm && device.iommu_group.is_none() {
-            return Err(Refusal::NoIommu {
+            return Err(StartRefusal::NoIommu {
                 qube: name.clone(),
                 device: shown,
             });
@@ -315,7 +322,7 @@ fn check_reset(
     assignment: &PciAssignment,
     device: &PciDevice,
     warnings: &mut Vec<Warning>,
-) -> Result<(), Refusal> {
+) -> Result<(), StartRefusal> {
     let shown = describe(device);
     let relaxed = assignment.options.no_strict_reset;
     if device.reset.has_function_reset() {
@@ -330,7 +337,7 @@ fn check_reset(
             });
             Ok(())
         }
-        ResetDomain::NoReset => Err(Refusal::NoReset {
+        ResetDomain::NoReset => Err(StartRefusal::NoReset {
             qube: qube.name.clone(),
             device: shown,
         }),
@@ -353,7 +360,7 @@ fn check_reset(
                 });
                 return Ok(());
             }
-            Err(Refusal::ResetDomain {
+            Err(StartRefusal::ResetDomain {
                 qube: qube.name.clone(),
                 device: shown,
                 bridge: *bridge,
@@ -371,7 +378,7 @@ fn check_iommu_group(
     inventory: &Inventory,
     chosen: &BTreeSet<PciAddress>,
     device: &PciDevice,
-) -> Result<(), Refusal> {
+) -> Result<(), StartRefusal> {
     if !inventory.iommu_groups {
         return Ok(());
     }
@@ -388,7 +395,7 @@ fn check_iommu_group(
     if others.is_empty() {
         return Ok(());
     }
-    Err(Refusal::IommuGroup {
+    Err(StartRefusal::IommuGroup {
         qube: qube.name.clone(),
         device: describe(device),
         group,
