@@ -5,7 +5,7 @@
 //! since only the backend knows what really runs. The `sim` backend
 //! ([`SimHypervisor`]) performs nothing on the host: it stores the plan and
 //! the domain XML for inspection and keeps its runtime state on disk. The
-//! `libvirt` backend ([`LibvirtHypervisor`], cargo feature `libvirt`) defines
+//! `libvirt` backend (`LibvirtHypervisor`, cargo feature `libvirt`) defines
 //! and starts real domains through libvirt.
 
 #[cfg(feature = "libvirt")]
