@@ -15,13 +15,12 @@
 //! the goal fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
-use std::fs::File;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use qpci_core::registry::{PowerState, Registry};
 use qpci_host::Inventory;
+use qpci_store::testing::bench::{self, loadavg, median, raw_durable_write};
 use qpci_store::{QubesXml, StateFile, testing};
 use qpci_types::QubeName;
 
@@ -31,26 +30,10 @@ fn state(n: usize) -> QubesXml {
     testing::generated(&testing::Shape::BENCH, n, 1)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn ms<T>(f: impl FnOnce() -> T) -> (f64, T) {
     let t = Instant::now();
     let v = f();
     (t.elapsed().as_secs_f64() * 1000.0, v)
-}
-
-/// The peer, as in `bench_state`: temp file, write, fsync, rename, folder fsync.
-fn raw_durable_write(dir: &Path, bytes: &[u8]) {
-    let tmp = dir.join("raw.tmp");
-    let mut f = File::create(&tmp).unwrap();
-    f.write_all(bytes).unwrap();
-    f.sync_all().unwrap();
-    drop(f);
-    std::fs::rename(&tmp, dir.join("raw.xml")).unwrap();
-    File::open(dir).unwrap().sync_all().unwrap();
 }
 
 fn halted(_: &QubeName) -> PowerState {
@@ -86,7 +69,7 @@ fn measure(base: &Path, n: usize, reps: usize) -> Row {
     file.save(&xml).unwrap();
     let mut since = committed.clone();
     let bytes = std::fs::read(file.path()).unwrap();
-    raw_durable_write(&dir, &bytes);
+    raw_durable_write(&dir, &bytes).unwrap();
     let (mut raw, mut clone, mut apply, mut records, mut save, mut saver) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     // Two warm-up batches, then the measured ones.
@@ -106,7 +89,7 @@ fn measure(base: &Path, n: usize, reps: usize) -> Row {
             committed = next;
             (c, a, u, s)
         };
-        let w = || ms(|| raw_durable_write(&dir, &bytes)).0;
+        let w = || ms(|| raw_durable_write(&dir, &bytes).unwrap()).0;
         // Interleaved, alternating which goes first.
         let (b, w) = if r % 2 == 0 {
             let b = batch();
@@ -144,22 +127,11 @@ fn measure(base: &Path, n: usize, reps: usize) -> Row {
     }
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let base = PathBuf::from(args.next().unwrap_or_else(|| "target/bench-state".into()));
-    let mut sizes: Vec<usize> = args.map(|a| a.parse().expect("size")).collect();
-    if sizes.is_empty() {
-        sizes = vec![10, 1000, 10000];
-    }
-    let reps: usize = std::env::var("BENCH_REPS")
-        .ok()
-        .map_or(0, |r| r.parse().expect("BENCH_REPS"));
+    let (base, sizes, reps) = bench::args().unwrap_or_else(|e| {
+        eprintln!("bench_registry_save: {e}");
+        std::process::exit(2)
+    });
     println!("daemon save path (registry change -> update_records -> save_changed)");
     println!("load average at start: {}", loadavg());
     println!(
@@ -177,13 +149,7 @@ fn main() {
     );
     let mut ok = true;
     for n in sizes {
-        let reps = match (reps, n) {
-            (r, _) if r > 0 => r,
-            (_, 0..=100) => 51,
-            (_, 101..=2000) => 21,
-            _ => 9,
-        };
-        let row = measure(&base, n, reps);
+        let row = measure(&base, n, bench::reps(reps, n));
         let ratio = row.raw / row.saver;
         let pass = ratio >= 0.8;
         ok &= pass;

@@ -17,11 +17,10 @@
 //! 21 and 9 for small, medium and large states). Exits 1 when a goal fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::fs::File;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
+use qpci_store::testing::bench::{self, loadavg, median, raw_durable_write};
 use qpci_store::{ChangedSet, PropertyValue, QubesXml, StateFile, testing};
 
 /// dom0, a template and `n` AppVMs with two PCI devices each (memory `400 + variant`).
@@ -29,28 +28,10 @@ fn state(n: usize, variant: u32) -> QubesXml {
     testing::generated(&testing::Shape::BENCH, n, variant)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn ms(f: impl FnOnce()) -> f64 {
     let t = Instant::now();
     f();
     t.elapsed().as_secs_f64() * 1000.0
-}
-
-/// The peer: what a durable replace of the same bytes costs with nothing else
-/// around it. The same steps as a save: write a temp file in the folder,
-/// fsync it, rename it over the target, fsync the folder.
-fn raw_durable_write(dir: &Path, bytes: &[u8]) {
-    let tmp = dir.join("raw.tmp");
-    let mut f = File::create(&tmp).unwrap();
-    f.write_all(bytes).unwrap();
-    f.sync_all().unwrap();
-    drop(f);
-    std::fs::rename(&tmp, dir.join("raw.xml")).unwrap();
-    File::open(dir).unwrap().sync_all().unwrap();
 }
 
 struct Row {
@@ -112,7 +93,7 @@ fn measure(base: &Path, n: usize, reps: usize) -> Row {
         sf_one.save(&loaded).unwrap();
         sf_all.save(&all[i % 2]).unwrap();
     }
-    raw_durable_write(&dir, all_texts[0].as_bytes());
+    raw_durable_write(&dir, all_texts[0].as_bytes()).unwrap();
     let (mut load, mut raw, mut save_one, mut save_all, mut to_xml) =
         (vec![], vec![], vec![], vec![], vec![]);
     let (mut rox, mut qx) = (vec![], vec![]);
@@ -125,7 +106,7 @@ fn measure(base: &Path, n: usize, reps: usize) -> Row {
         let worst = &all[r % 2];
         let mut s1 = || ms(|| sf_one.save_changed(&fresh, &changed).unwrap());
         let mut sa = || ms(|| sf_all.save(worst).unwrap());
-        let w = || ms(|| raw_durable_write(&dir, text.as_bytes()));
+        let w = || ms(|| raw_durable_write(&dir, text.as_bytes()).unwrap());
         // Interleaved, rotating which goes first, so drift in disk speed or
         // machine load hits all sides alike.
         match r % 3 {
@@ -205,26 +186,15 @@ fn quick_xml_events(text: &str) -> usize {
     }
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
 fn verdict(ok: bool) -> &'static str {
     if ok { "PASS" } else { "FAIL" }
 }
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let base = PathBuf::from(args.next().unwrap_or_else(|| "target/bench-state".into()));
-    let mut sizes: Vec<usize> = args.map(|a| a.parse().expect("size")).collect();
-    if sizes.is_empty() {
-        sizes = vec![10, 1000, 10000];
-    }
-    let reps: usize = std::env::var("BENCH_REPS")
-        .ok()
-        .map_or(0, |r| r.parse().expect("BENCH_REPS"));
+    let (base, sizes, reps) = bench::args().unwrap_or_else(|e| {
+        eprintln!("bench_state: {e}");
+        std::process::exit(2)
+    });
     println!("load average at start: {}", loadavg());
     println!(
         "{:>6} {:>9} {:>8} {:>7} {:>6} {:>8} {:>10} {:>6} {:>10} {:>6} {:>9}  {:<9} {:<10}",
@@ -244,13 +214,7 @@ fn main() {
     );
     let mut ok = true;
     for n in sizes {
-        let reps = match (reps, n) {
-            (r, _) if r > 0 => r,
-            (_, 0..=100) => 51,
-            (_, 101..=2000) => 21,
-            _ => 9,
-        };
-        let row = measure(&base, n, reps);
+        let row = measure(&base, n, bench::reps(reps, n));
         let save_ok = row.ratio(row.save_one) >= 0.8;
         let load_ok = row.n < 10000 || row.load < 200.0;
         ok &= save_ok && load_ok;

@@ -126,3 +126,73 @@ pub fn generated(shape: &Shape, n: usize, variant: u32) -> QubesXml {
     }
     x
 }
+
+/// What the state benchmarks (`bench_state`, `bench_registry_save`) share:
+/// the raw peer they are measured against and their run parameters.
+pub mod bench {
+    use std::fs::File;
+    use std::io::Write;
+    use std::path::{Path, PathBuf};
+
+    /// The median of `v` (0 for an empty one).
+    pub fn median(mut v: Vec<f64>) -> f64 {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    }
+
+    /// The peer: what a durable replace of the same bytes costs with nothing
+    /// else around it. The same steps as a save: write a temp file in the
+    /// folder, fsync it, rename it over the target, fsync the folder.
+    pub fn raw_durable_write(dir: &Path, bytes: &[u8]) -> std::io::Result<()> {
+        let tmp = dir.join("raw.tmp");
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, dir.join("raw.xml"))?;
+        File::open(dir)?.sync_all()
+    }
+
+    /// The first three fields of `/proc/loadavg` (`?` when unreadable).
+    pub fn loadavg() -> String {
+        std::fs::read_to_string("/proc/loadavg")
+            .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .unwrap_or_else(|_| "?".into())
+    }
+
+    /// The command line both take, `[DIR] [SIZES...]` (DIR default
+    /// `target/bench-state`, sizes 10, 1000 and 10000), and `BENCH_REPS`
+    /// (0 when unset: [`reps`] picks per size).
+    pub fn args() -> Result<(PathBuf, Vec<usize>, usize), String> {
+        let mut args = std::env::args().skip(1);
+        let base = PathBuf::from(args.next().unwrap_or_else(|| "target/bench-state".into()));
+        let mut sizes = Vec::new();
+        for a in args {
+            sizes.push(
+                a.parse()
+                    .map_err(|_| format!("bad size {a:?}: a number of qubes"))?,
+            );
+        }
+        if sizes.is_empty() {
+            sizes = vec![10, 1000, 10000];
+        }
+        let reps = match std::env::var("BENCH_REPS") {
+            Ok(r) => r
+                .parse()
+                .map_err(|_| format!("bad BENCH_REPS {r:?}: a number of runs"))?,
+            Err(_) => 0,
+        };
+        Ok((base, sizes, reps))
+    }
+
+    /// How many interleaved runs for `n` qubes: `reps` when set, else 51,
+    /// 21 or 9 for small, medium and large states.
+    pub fn reps(reps: usize, n: usize) -> usize {
+        match (reps, n) {
+            (r, _) if r > 0 => r,
+            (_, 0..=100) => 51,
+            (_, 101..=2000) => 21,
+            _ => 9,
+        }
+    }
+}
