@@ -86,7 +86,8 @@ struct Totals {
     kills_mid_save: u64,
     /// Kills that left one in `state/sim` (a start's plan or domain XML).
     kills_mid_runtime_write: u64,
-    /// Temporary files in `state/sim` after the last kill (nothing removes them).
+    /// Temporary files in `state/sim` at the end (the sim backend removes
+    /// them when it opens, so after a restart there should be none).
     sim_leftovers: usize,
     /// Running qubes newly seen holding an unassigned device or pvh (each
     /// judged against the calls of its life).
@@ -484,7 +485,7 @@ fn summary(t: &Totals, models: &[Arc<Mutex<ClientModel>>], elapsed: Duration) {
         "  shared-pool mutations   {shared_acked} acknowledged, {shared_refused} refused (invariants only)"
     );
     println!(
-        "  kills mid-write         {} left a temp file in state/, {} a new one in state/sim ({} there now, never removed)",
+        "  kills mid-write         {} left a temp file in state/, {} a new one in state/sim ({} there at the end)",
         t.kills_mid_save, t.kills_mid_runtime_write, t.sim_leftovers
     );
     println!(
