@@ -502,21 +502,7 @@ fn bench_durable(opts: &Opts) -> Vec<Row> {
 
 /// The spec's host: the xHCI at 00_14.0 and the Wi-Fi behind 00_1c.0.
 fn crate_topology() -> PciTopology {
-    let mut t = PciTopology::new();
-    t.emulate_reset_method(true);
-    t.host_bridge("0000:00:00.0").ids(0x8086, 0x9a14);
-    t.endpoint("0000:00:14.0")
-        .ids(0x8086, 0xa0ed)
-        .class(0x0c0330)
-        .driver("xhci_hcd")
-        .flr();
-    t.bridge("0000:00:1c.0", 0xaa).ids(0x8086, 0xa0b8);
-    t.endpoint("0000:aa:00.0")
-        .ids(0x8086, 0x2725)
-        .class(0x028000)
-        .driver("iwlwifi")
-        .flr();
-    t
+    PciTopology::spec_host()
 }
 
 // ---------------------------------------------------------------- (c)

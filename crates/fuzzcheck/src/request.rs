@@ -79,20 +79,8 @@ struct Daemon {
 /// A Xen dom0 with a host bridge, the xHCI `00_14.0`, the root port
 /// `00_1c.0` and behind it the Wi-Fi `00_1c.0-00_00.0` (spec §3.7).
 fn topology() -> PciTopology {
-    let mut t = PciTopology::new();
-    t.emulate_reset_method(true).xen_dom0();
-    t.host_bridge("0000:00:00.0").ids(0x8086, 0x9a14);
-    t.endpoint("0000:00:14.0")
-        .ids(0x8086, 0xa0ed)
-        .class(0x0c0330)
-        .driver("xhci_hcd")
-        .flr();
-    t.bridge("0000:00:1c.0", 0xaa).ids(0x8086, 0xa0b8);
-    t.endpoint("0000:aa:00.0")
-        .ids(0x8086, 0x2725)
-        .class(0x028000)
-        .driver("iwlwifi")
-        .flr();
+    let mut t = PciTopology::spec_host();
+    t.xen_dom0();
     t
 }
 
