@@ -16,6 +16,7 @@ pub mod describe;
 pub mod discover;
 pub mod doctor;
 pub mod ext;
+pub mod getall;
 pub mod inventory;
 pub mod kv;
 pub mod wire;

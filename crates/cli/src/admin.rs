@@ -74,24 +74,6 @@ pub struct CurrentState {
     pub power_state: String,
 }
 
-/// Undoes `GetAll`'s escaping: `\\` is `\`, `\n` is LF.
-fn unescape_getall(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\\' {
-            match chars.next() {
-                Some('n') => out.push('\n'),
-                Some(other) => out.push(other),
-                None => out.push('\\'),
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 fn lines(data: &[u8]) -> Vec<String> {
     String::from_utf8_lossy(data)
         .lines()
@@ -191,7 +173,7 @@ impl<'a> Admin<'a> {
                 ApiError::Malformed(format!("malformed property.GetAll line: {line:?}"))
             })?;
             let mut value = PropValue::parse(rest)?;
-            value.value = unescape_getall(&value.value);
+            value.value = qpci_api::getall::unescape(&value.value);
             out.insert(name.to_owned(), value);
         }
         Ok(out)
@@ -302,6 +284,6 @@ mod tests {
         let v = PropValue::parse("default=True type=str a b ").unwrap();
         assert_eq!(v.value, "a b ");
         assert!(PropValue::parse("garbage").is_err());
-        assert_eq!(unescape_getall("a\\\\b\\nc"), "a\\b\nc");
+        assert_eq!(qpci_api::getall::unescape("a\\\\b\\nc"), "a\\b\nc");
     }
 }

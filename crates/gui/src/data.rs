@@ -166,27 +166,10 @@ pub fn parse_get_all(untrusted: &[u8]) -> BTreeMap<String, Prop> {
         out.insert(
             name.to_owned(),
             Prop {
-                value: unescape(value),
+                value: qpci_api::getall::unescape(value),
                 is_default: default == "default=True",
             },
         );
-    }
-    out
-}
-
-fn unescape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\\' {
-            match chars.next() {
-                Some('n') => out.push('\n'),
-                Some(other) => out.push(other),
-                None => out.push('\\'),
-            }
-        } else {
-            out.push(c);
-        }
     }
     out
 }

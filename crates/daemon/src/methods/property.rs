@@ -146,13 +146,7 @@ fn get_all_line(name: &str, reply: &PropertyReply) -> String {
     let mut out = String::with_capacity(name.len() + text.len() + 2);
     out.push_str(name);
     out.push(' ');
-    for c in text.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
+    qpci_api::getall::push_escaped(&mut out, &text);
     out.push('\n');
     out
 }
