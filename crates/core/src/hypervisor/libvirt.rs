@@ -47,7 +47,7 @@ use qpci_host::Inventory;
 use qpci_types::{PciAddress, QubeName};
 
 use super::sim::{open_runtime, save_runtime, write_durably};
-use super::{Hypervisor, HypervisorError};
+use super::{Hypervisor, HypervisorError, check_can_start};
 use crate::policy::StartPlan;
 use crate::runtime::{AttachedDevice, RuntimeState};
 
@@ -346,17 +346,7 @@ fn unreachable_none(qube: &QubeName) -> HypervisorError {
 impl Hypervisor for LibvirtHypervisor {
     fn start(&mut self, plan: &StartPlan, domain_xml: &str) -> Result<(), HypervisorError> {
         let qube = &plan.qube;
-        if self.runtime.is_active(qube) {
-            return Err(HypervisorError::AlreadyRunning(qube.clone()));
-        }
-        for device in &plan.devices {
-            if let Some(holder) = self.runtime.holder_of(&device.address) {
-                return Err(HypervisorError::Held {
-                    address: device.address,
-                    holder: holder.clone(),
-                });
-            }
-        }
+        check_can_start(&self.runtime, plan)?;
         let devices: Vec<PciAddress> = plan.devices.iter().map(|d| d.address).collect();
         let existing = self.lookup(qube, "start")?;
         if let Some(existing) = &existing

@@ -127,6 +127,24 @@ fn devices_text(devices: &[PciAddress]) -> String {
     }
 }
 
+/// The backend-independent start check: `plan.qube` is not active and no
+/// device of the plan is held by a qube already (the runtime is the truth,
+/// whatever policy saw).
+fn check_can_start(runtime: &RuntimeState, plan: &StartPlan) -> Result<(), HypervisorError> {
+    if runtime.is_active(&plan.qube) {
+        return Err(HypervisorError::AlreadyRunning(plan.qube.clone()));
+    }
+    for device in &plan.devices {
+        if let Some(holder) = runtime.holder_of(&device.address) {
+            return Err(HypervisorError::Held {
+                address: device.address,
+                holder: holder.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// A hypervisor backend.
 pub trait Hypervisor {
     /// Starts a qube per `plan`, with `domain_xml` as its domain definition;

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use qpci_types::{PciAddress, QubeName};
 
-use super::{Hypervisor, HypervisorError};
+use super::{Hypervisor, HypervisorError, check_can_start};
 use crate::policy::StartPlan;
 use crate::runtime::{ActiveQube, AttachedDevice, RuntimeState};
 
@@ -110,17 +110,7 @@ impl SimHypervisor {
 impl Hypervisor for SimHypervisor {
     fn start(&mut self, plan: &StartPlan, domain_xml: &str) -> Result<(), HypervisorError> {
         let qube = &plan.qube;
-        if self.runtime.is_active(qube) {
-            return Err(HypervisorError::AlreadyRunning(qube.clone()));
-        }
-        for device in &plan.devices {
-            if let Some(holder) = self.runtime.holder_of(&device.address) {
-                return Err(HypervisorError::Held {
-                    address: device.address,
-                    holder: holder.clone(),
-                });
-            }
-        }
+        check_can_start(&self.runtime, plan)?;
         let sim_dir = self.state_dir.join(SIM_DIR);
         fs::create_dir_all(&sim_dir).map_err(|source| HypervisorError::Io {
             op: "create",
