@@ -90,13 +90,47 @@ pub fn ascii_lossy(value: &str) -> String {
 /// the `='` that starts the next item, and the line would be refused.
 pub fn pack(key: &str, value: &str) -> Result<String, KvError> {
     check_key(key)?;
-    let mut value = ascii_lossy(value);
+    let value = ascii_lossy(value);
     check_value(&value)?;
-    if value.ends_with('=') {
-        value.pop();
-        value.push('_');
+    let mut out = format!("{key}='");
+    push_value_lossy(&mut out, &value);
+    out.push('\'');
+    Ok(out)
+}
+
+/// What a value holds for `c` (`last`: the value's final character): a
+/// character a value may not hold becomes `_`, and so does a final `=`.
+fn lossy_char(c: char, last: bool) -> char {
+    match c {
+        '=' if last => '_',
+        c if is_value_char(c) => c,
+        _ => '_',
     }
-    Ok(format!("{key}='{}'", value.replace('\'', "\\'")))
+}
+
+/// `value` made safe for an item, never failing: every character a value
+/// may not hold becomes `_` (a pci.ids name may carry any), and so does a
+/// final `=` (see [`pack`]). `'` is kept: quote it with [`push_value_lossy`].
+pub fn value_lossy(value: &str) -> String {
+    let last = value.chars().count().saturating_sub(1);
+    value
+        .chars()
+        .enumerate()
+        .map(|(i, c)| lossy_char(c, i == last))
+        .collect()
+}
+
+/// Appends [`value_lossy`]`(value)` with `'` escaped as `\'`: the quoted
+/// part of an item.
+pub fn push_value_lossy(out: &mut String, value: &str) {
+    let last = value.chars().count().saturating_sub(1);
+    for (i, c) in value.chars().enumerate() {
+        if c == '\'' {
+            out.push_str("\\'");
+        } else {
+            out.push(lossy_char(c, i == last));
+        }
+    }
 }
 
 /// Writes items joined by single spaces; `None` values are left out.

@@ -83,39 +83,12 @@ pub(crate) fn parse_qarg(untrusted: &str) -> Result<VirtualDevice, Exc> {
     })
 }
 
-/// A value made safe for the `key='value'` form: every character outside
-/// printable ASCII and space becomes `_` (a pci.ids name may carry any), and
-/// so does a final `=`, which would make `='` end the item early for the
-/// reader (as [`kv::pack`] does; found by fuzzing the codec).
-pub(crate) fn safe_value(value: &str) -> String {
-    let mut out: String = value
-        .chars()
-        .map(|c| if kv::is_value_char(c) { c } else { '_' })
-        .collect();
-    if out.ends_with('=') {
-        out.pop();
-        out.push('_');
-    }
-    out
-}
-
-/// One `key='value'` item of a value already made safe.
+/// One `key='value'` item, the value made safe by [`kv::push_value_lossy`].
 fn item(key: &str, value: &str) -> String {
-    format!("{key}='{}'", safe_value(value).replace('\'', "\\'"))
-}
-
-/// Appends `value` made safe (see [`safe_value`]) with `'` escaped as
-/// `\'`, as the quoted part of a `key='value'` item.
-fn push_quoted(out: &mut String, value: &str) {
-    let last = value.chars().count().saturating_sub(1);
-    for (i, c) in value.chars().enumerate() {
-        match c {
-            '\'' => out.push_str("\\'"),
-            '=' if i == last => out.push('_'),
-            c if kv::is_value_char(c) => out.push(c),
-            _ => out.push('_'),
-        }
-    }
+    let mut out = format!("{key}='");
+    kv::push_value_lossy(&mut out, value);
+    out.push('\'');
+    out
 }
 
 /// Appends ` key='value'` (see [`item`]).
@@ -123,7 +96,7 @@ fn push_item(out: &mut String, key: &str, value: &str) {
     out.push(' ');
     out.push_str(key);
     out.push_str("='");
-    push_quoted(out, value);
+    kv::push_value_lossy(out, value);
     out.push('\'');
 }
 
@@ -182,7 +155,7 @@ impl AvailableLines {
             text.push_str(" interfaces='");
             let before = text.len();
             for i in identity.interfaces() {
-                push_quoted(&mut text, i.as_str());
+                kv::push_value_lossy(&mut text, i.as_str());
             }
             if text.len() == before {
                 text.push_str("?******");
@@ -373,7 +346,7 @@ mod tests {
                 ("interfaces".to_owned(), "p0c0330".to_owned()),
             ]
         );
-        assert_eq!(safe_value("a=b"), "a=b");
+        assert_eq!(kv::value_lossy("a=b"), "a=b");
     }
 
     #[test]
@@ -549,7 +522,7 @@ mod tests {
 
     #[test]
     fn values_are_made_safe() {
-        assert_eq!(safe_value("Löwe\tGmbH"), "L_we_GmbH");
+        assert_eq!(kv::value_lossy("Löwe\tGmbH"), "L_we_GmbH");
         assert_eq!(item("product", "it's"), "product='it\\'s'");
     }
 }
