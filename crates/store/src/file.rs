@@ -131,16 +131,7 @@ impl StateFile {
     }
 
     fn remove_stale_temps(&self) -> Result<(), StoreError> {
-        let entries = fs::read_dir(&self.dir).map_err(io_err("list", &self.dir))?;
-        for entry in entries {
-            let entry = entry.map_err(io_err("list", &self.dir))?;
-            if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
-                let p = entry.path();
-                // We hold the lock, so no live save owns this file: it is a crash's leftover.
-                fs::remove_file(&p).map_err(io_err("remove stale temporary file", &p))?;
-            }
-        }
-        Ok(())
+        remove_stale_temps(&self.dir)
     }
 
     /// Checks `state` and writes it durably: when this returns `Ok`, it is on disk.
@@ -262,6 +253,21 @@ fn written_by_qpci(path: &Path) -> Result<bool, StoreError> {
     let root = head.find("<qubes").unwrap_or(head.len());
     let marker = format!("<!--{MARKER_PREFIX}");
     Ok(head.find(&marker).is_some_and(|i| i < root))
+}
+
+/// Removes the temporary files [`write_atomic`] left in `dir` when a crash
+/// cut a write off. Only for a caller holding the state lock: then no live
+/// write owns one, and nothing ever reads them.
+pub fn remove_stale_temps(dir: &Path) -> Result<(), StoreError> {
+    let entries = fs::read_dir(dir).map_err(io_err("list", dir))?;
+    for entry in entries {
+        let entry = entry.map_err(io_err("list", dir))?;
+        if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+            let p = entry.path();
+            fs::remove_file(&p).map_err(io_err("remove stale temporary file", &p))?;
+        }
+    }
+    Ok(())
 }
 
 /// Durably replaces `target` with `bytes`: temp file in `dir`, write, fsync, rename, fsync `dir`.

@@ -41,7 +41,8 @@ mod write;
 pub use changed::ChangedSet;
 pub use error::{Location, StoreError};
 pub use file::{
-    BEFORE_QPCI_FILE, STATE_FILE, StateFile, TEMP_PREFIX, read_state, sync_dir, write_atomic,
+    BEFORE_QPCI_FILE, STATE_FILE, StateFile, TEMP_PREFIX, read_state, remove_stale_temps, sync_dir,
+    write_atomic,
 };
 pub use lock::{LOCK_FILE, StateLock};
 pub use model::{

@@ -57,7 +57,8 @@ impl SimHypervisor {
     /// one, and they are removed here.
     pub fn open(state_dir: &Path) -> Result<Self, HypervisorError> {
         let runtime = open_runtime(&state_dir.join(SIM_RUNTIME_FILE))?;
-        remove_stale_temps(&state_dir.join(SIM_DIR));
+        // Best effort: a leftover that stays does no harm, nothing reads it.
+        let _ = qpci_store::remove_stale_temps(&state_dir.join(SIM_DIR));
         Ok(Self {
             state_dir: state_dir.to_path_buf(),
             runtime,
@@ -180,23 +181,6 @@ pub(super) fn save_runtime(
 }
 
 /// Loads the runtime file at `path`; a missing file means nothing runs.
-/// Removes crash leftovers of `write_atomic` in `dir`. Best effort: one
-/// that cannot be removed does no harm, as nothing reads it.
-fn remove_stale_temps(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        if entry
-            .file_name()
-            .to_string_lossy()
-            .starts_with(qpci_store::TEMP_PREFIX)
-        {
-            let _ = std::fs::remove_file(entry.path());
-        }
-    }
-}
-
 pub(super) fn open_runtime(path: &Path) -> Result<RuntimeState, HypervisorError> {
     match fs::File::open(path) {
         Ok(file) => load(path, file),
