@@ -181,22 +181,6 @@ const _: () = assert!(Severity::Error as usize == 0 && Severity::Info as usize =
 fn groups(ctx: &mut Ctx<'_>, _call: &Call) -> Result<Outcome, Exc> {
     let inv = ctx.host.inventory(true);
     let assignments = assignment_facts(ctx);
-    let assigned_to = |d: &PciDevice| -> Vec<String> {
-        let mut q: Vec<String> = assignments
-            .iter()
-            .filter(|a| {
-                let id_ok = a.identity.as_ref().is_none_or(|id| *id == d.identity());
-                match &a.port {
-                    Some(p) => d.path.as_ref() == Some(p) && id_ok,
-                    None => a.identity.is_some() && id_ok,
-                }
-            })
-            .map(|a| a.qube.clone())
-            .collect();
-        q.sort();
-        q.dedup();
-        q
-    };
     let member = |d: &PciDevice| GroupMember {
         sbdf: d.address,
         port_id: d.path.clone(),
@@ -209,7 +193,7 @@ fn groups(ctx: &mut Ctx<'_>, _call: &Call) -> Result<Outcome, Exc> {
             && !d.is_bridge()
             && d.path.is_some()
             && (!inv.iommu_groups || d.iommu_group.is_some()),
-        assigned_to: assigned_to(d),
+        assigned_to: doctor::qubes_taking(&assignments, d),
     };
     let mut groups: Vec<IommuGroup> = Vec::new();
     let mut ungrouped = Vec::new();

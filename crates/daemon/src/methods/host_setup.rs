@@ -15,11 +15,11 @@ use qpci_api::doctor::{
     SetupDefaultsRequest,
 };
 use qpci_core::registry::{PciAssignment, PortSpec, QubeClass};
+use qpci_host::HostFlavour;
 use qpci_host::doctor::boothide::{self, HideDevice, HideFlavour, HidePlan};
 use qpci_host::doctor::defaults::{Action, plan_defaults};
-use qpci_host::doctor::{HostFacts, inputs_of};
+use qpci_host::doctor::{HostFacts, inputs_of, qubes_taking};
 use qpci_host::stub::WriteAccess;
-use qpci_host::{HostFlavour, PciDevice};
 use qpci_types::{AssignOptions, QubeName};
 
 use super::doctor::{assignment_facts, json, payload};
@@ -194,28 +194,14 @@ fn hide_flavour(ctx: &Ctx<'_>) -> HideFlavour {
 fn assigned_devices(ctx: &mut Ctx<'_>) -> Vec<HideDevice> {
     let inv = ctx.host.inventory(true);
     let assignments = assignment_facts(ctx);
-    let takes = |d: &PciDevice| -> Vec<String> {
-        let mut q: Vec<String> = assignments
-            .iter()
-            .filter(|a| a.required && a.problems.is_empty())
-            .filter(|a| {
-                let id_ok = a.identity.as_ref().is_none_or(|id| *id == d.identity());
-                match &a.port {
-                    Some(p) => d.path.as_ref() == Some(p) && id_ok,
-                    None => a.identity.is_some() && id_ok,
-                }
-            })
-            .map(|a| a.qube.clone())
-            .collect();
-        q.sort();
-        q.dedup();
-        q
-    };
     inv.devices
         .iter()
         .filter(|d| d.critical.is_none())
         .filter_map(|d| {
-            let qubes = takes(d);
+            let usable = assignments
+                .iter()
+                .filter(|a| a.required && a.problems.is_empty());
+            let qubes = qubes_taking(usable, d);
             (!qubes.is_empty()).then(|| HideDevice {
                 address: d.address,
                 port: d.path.clone(),

@@ -6,7 +6,7 @@
 
 use qpci_types::{DeviceIdentity, PciAddress, PciPath};
 
-use super::{AssignmentFacts, HostFacts};
+use super::{AssignmentFacts, HostFacts, qubes_taking};
 use crate::{Inventory, PciDevice};
 
 /// The qube network controllers go to.
@@ -85,17 +85,7 @@ pub fn plan_defaults(
         };
         let inputs = facts.inputs.get(&d.address).cloned().unwrap_or_default();
         let mut warnings = Vec::new();
-        let holders: Vec<&str> = assignments
-            .iter()
-            .filter(|a| {
-                let id_ok = a.identity.as_ref().is_none_or(|id| *id == d.identity());
-                match &a.port {
-                    Some(p) => d.path.as_ref() == Some(p) && id_ok,
-                    None => a.identity.is_some() && id_ok,
-                }
-            })
-            .map(|a| a.qube.as_str())
-            .collect();
+        let holders = qubes_taking(assignments, d);
         let (action, reason) = if let Some(reason) = &d.critical {
             (Action::Skip, format!("dom0-critical: {reason}"))
         } else if d.sriov.physfn.is_some() {
@@ -106,12 +96,9 @@ pub fn plan_defaults(
         } else if d.path.is_none() {
             (Action::Skip, "its port id could not be worked out".into())
         } else if !holders.is_empty() {
-            let mut q: Vec<&str> = holders.clone();
-            q.sort_unstable();
-            q.dedup();
             (
                 Action::AlreadyAssigned,
-                format!("already assigned to {}", q.join(", ")),
+                format!("already assigned to {}", holders.join(", ")),
             )
         } else if !inputs.is_empty() && !force {
             let names: Vec<&str> = inputs.iter().map(|(_, n)| n.as_str()).collect();

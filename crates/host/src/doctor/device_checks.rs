@@ -3,7 +3,7 @@
 
 use qpci_types::PciAddress;
 
-use super::findings::{dev_file, finding, port_arg, shown, takers, takes};
+use super::findings::{dev_file, finding, port_arg, shown, takers};
 use super::{AssignmentFacts, DoctorInput, Evidence, Finding, Kind, Severity};
 use crate::stub::is_stub_driver;
 use crate::{CriticalReason, HostFlavour, Inventory, PciDevice, ResetDomain};
@@ -53,7 +53,7 @@ fn relaxed(input: &DoctorInput<'_>, d: &PciDevice) -> bool {
     let mine: Vec<&AssignmentFacts> = input
         .assignments
         .iter()
-        .filter(|a| a.required && takes(a, d))
+        .filter(|a| a.required && a.takes(d))
         .collect();
     !mine.is_empty() && mine.iter().all(|a| a.no_strict_reset)
 }

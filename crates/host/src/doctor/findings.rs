@@ -7,7 +7,7 @@ use qpci_types::{PciAddress, PciPath};
 
 use super::{
     AssignmentFacts, DoctorInput, Evidence, Examined, Finding, IommuState, Kind, Report, Scope,
-    Severity,
+    Severity, qubes_taking,
 };
 use crate::{CriticalReason, HostFlavour, Inventory, PciDevice};
 
@@ -100,24 +100,9 @@ fn qubes_of(list: &[&AssignmentFacts]) -> Vec<String> {
     set.into_iter().map(str::to_owned).collect()
 }
 
-/// Does assignment `a` take device `d` now?
-pub(super) fn takes(a: &AssignmentFacts, d: &PciDevice) -> bool {
-    let identity_ok = a.identity.as_ref().is_none_or(|id| *id == d.identity());
-    match &a.port {
-        Some(p) => d.path.as_ref() == Some(p) && identity_ok,
-        None => a.identity.is_some() && identity_ok,
-    }
-}
-
 /// The qubes with a required assignment taking `d`, sorted.
 pub(super) fn takers(input: &DoctorInput<'_>, d: &PciDevice) -> Vec<String> {
-    qubes_of(
-        &input
-            .assignments
-            .iter()
-            .filter(|a| a.required && takes(a, d))
-            .collect::<Vec<_>>(),
-    )
+    qubes_taking(input.assignments.iter().filter(|a| a.required), d)
 }
 
 pub(super) fn dev_file(d: &PciAddress, file: &str) -> String {

@@ -22,9 +22,12 @@ pub mod facts;
 mod findings;
 mod probe;
 
+use std::collections::BTreeSet;
 use std::fmt;
 
 use qpci_types::{DeviceIdentity, PciAddress, PciPath};
+
+use crate::PciDevice;
 
 pub use facts::{CommandXl, HostFacts, IommuState, XlRunner, gather, inputs_of};
 pub use findings::diagnose;
@@ -208,6 +211,31 @@ pub struct AssignmentFacts {
     pub maxmem: u64,
     /// Why it cannot be used as stored.
     pub problems: Vec<String>,
+}
+
+impl AssignmentFacts {
+    /// Does this assignment take device `d` now? A `*` port takes only by
+    /// identity; a `*` identity takes whatever sits at the port.
+    pub fn takes(&self, d: &PciDevice) -> bool {
+        let identity_ok = self.identity.as_ref().is_none_or(|id| *id == d.identity());
+        match &self.port {
+            Some(p) => d.path.as_ref() == Some(p) && identity_ok,
+            None => self.identity.is_some() && identity_ok,
+        }
+    }
+}
+
+/// The qubes of those `assignments` that take `d`, sorted, each once.
+pub fn qubes_taking<'a>(
+    assignments: impl IntoIterator<Item = &'a AssignmentFacts>,
+    d: &PciDevice,
+) -> Vec<String> {
+    let set: BTreeSet<&str> = assignments
+        .into_iter()
+        .filter(|a| a.takes(d))
+        .map(|a| a.qube.as_str())
+        .collect();
+    set.into_iter().map(str::to_owned).collect()
 }
 
 /// Which devices the doctor looks at.
