@@ -11,7 +11,7 @@ use qpci_core::orchestrate::{self, OrchestrateError};
 use qpci_core::policy::{
     AssignRequest, DeviceKey, Refusal, RequestedMode, plan_assign, plan_attach, plan_unassign,
 };
-use qpci_core::registry::{AssignMode, AssignmentProblem, PortSpec, py_repr};
+use qpci_core::registry::{AssignMode, AssignmentProblem, PortSpec, Qube, py_repr};
 use qpci_host::Inventory;
 use qpci_types::{DeviceIdentity, QubeName};
 
@@ -253,8 +253,18 @@ fn port_spec(vd: &VirtualDevice) -> Option<PortSpec> {
     vd.port.parse().ok().map(PortSpec::Path)
 }
 
-fn value_error(message: impl Into<String>) -> Exc {
+pub(super) fn value_error(message: impl Into<String>) -> Exc {
     Exc::new("QubesValueError", message)
+}
+
+/// The qube a call that changes its PCI assignments names; `NoDevices`
+/// for a class whose device lists are always empty.
+pub(super) fn device_qube(ctx: &Ctx<'_>, call: &Call) -> Result<Qube, Exc> {
+    let snapshot = qube(ctx, call.dest.as_str())?;
+    if without_devices(ctx.registry, &call.dest) {
+        return Err(refused(&Refusal::NoDevices));
+    }
+    Ok(snapshot)
 }
 
 /// `Assign`: parse the qarg and the payload as Qubes does, then policy
@@ -262,10 +272,7 @@ fn value_error(message: impl Into<String>) -> Exc {
 /// equal assignment); no state checks (a running qube gets it at its next
 /// start).
 fn assign(ctx: &mut Ctx<'_>, call: &Call) -> Result<Outcome, Exc> {
-    let snapshot = qube(ctx, call.dest.as_str())?;
-    if without_devices(ctx.registry, &call.dest) {
-        return Err(refused(&Refusal::NoDevices));
-    }
+    let snapshot = device_qube(ctx, call)?;
     let vd = parse_qarg(&call.untrusted_arg)?;
     let backend = backend_of(ctx, &vd)?;
     let payload = parse_assignment(&call.untrusted_payload, &vd, "pci")?;
@@ -334,33 +341,41 @@ fn assign(ctx: &mut Ctx<'_>, call: &Call) -> Result<Outcome, Exc> {
 }
 
 /// `DeviceNotAssigned` for a qarg that names no stored assignment.
-fn not_assigned(vd: &VirtualDevice, qube: &QubeName) -> Exc {
+pub(super) fn not_assigned(vd: &VirtualDevice, qube: &QubeName) -> Exc {
     refused(&Refusal::NotAssigned {
         device: vd.to_string(),
         qube: qube.clone(),
     })
 }
 
-/// `Unassign`: the assignment with the same key (`*` literal); by port for
-/// a device that is no longer present. Never detaches.
-fn unassign(ctx: &mut Ctx<'_>, call: &Call) -> Result<Outcome, Exc> {
-    let snapshot = qube(ctx, call.dest.as_str())?;
-    if without_devices(ctx.registry, &call.dest) {
-        return Err(refused(&Refusal::NoDevices));
-    }
-    let vd = parse_qarg(&call.untrusted_arg)?;
-    let Some(backend) = backend_of(ctx, &vd)? else {
-        return Err(not_assigned(&vd, &call.dest));
+/// The key of the stored assignment a qarg names (`*` literal), as
+/// `Unassign` and `SetOptions` read it: `NotAssigned` when it can name
+/// none, `QubesVMNotFoundError` for an unknown backend.
+pub(super) fn stored_key(
+    ctx: &Ctx<'_>,
+    vd: &VirtualDevice,
+    qube: &QubeName,
+) -> Result<DeviceKey, Exc> {
+    let Some(backend) = backend_of(ctx, vd)? else {
+        return Err(not_assigned(vd, qube));
     };
-    let (Some(port), Ok(identity)) = (port_spec(&vd), DeviceIdentity::parse_or_any(&vd.devid))
+    let (Some(port), Ok(identity)) = (port_spec(vd), DeviceIdentity::parse_or_any(&vd.devid))
     else {
-        return Err(not_assigned(&vd, &call.dest));
+        return Err(not_assigned(vd, qube));
     };
-    let key = DeviceKey {
+    Ok(DeviceKey {
         backend,
         port,
         identity,
-    };
+    })
+}
+
+/// `Unassign`: the assignment with the same key (`*` literal); by port for
+/// a device that is no longer present. Never detaches.
+fn unassign(ctx: &mut Ctx<'_>, call: &Call) -> Result<Outcome, Exc> {
+    let snapshot = device_qube(ctx, call)?;
+    let vd = parse_qarg(&call.untrusted_arg)?;
+    let key = stored_key(ctx, &vd, &call.dest)?;
     let inventory = ctx.host.inventory(false);
     let plan = plan_unassign(&snapshot, ctx.hypervisor.runtime(), &inventory, &key)
         .map_err(|r| refused(&r))?;

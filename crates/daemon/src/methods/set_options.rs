@@ -11,13 +11,14 @@
 //! to the stored one changes nothing and writes nothing.
 
 use qpci_api::ext::{METHOD_SET_OPTIONS, SetOptionsReport, SetOptionsRequest};
-use qpci_core::policy::{DeviceKey, Refusal};
-use qpci_core::registry::{AssignmentProblem, PortSpec};
-use qpci_types::{AssignOptions, DeviceIdentity};
+use qpci_core::policy::Refusal;
+use qpci_core::registry::AssignmentProblem;
+use qpci_types::AssignOptions;
 
+use super::device_pci::{device_qube, not_assigned, stored_key, value_error};
 use super::devwire::parse_qarg;
-use super::listing::{options_map, without_devices};
-use super::{event, qube, refused, reg, spec};
+use super::listing::options_map;
+use super::{event, refused, reg, spec};
 use crate::dispatch::{Call, Ctx, Exc, Handler, MethodSpec, Outcome};
 
 pub(crate) fn methods() -> Vec<(MethodSpec, Handler)> {
@@ -27,15 +28,8 @@ pub(crate) fn methods() -> Vec<(MethodSpec, Handler)> {
     )]
 }
 
-fn value_error(message: impl Into<String>) -> Exc {
-    Exc::new("QubesValueError", message)
-}
-
 fn set_options(ctx: &mut Ctx<'_>, call: &Call) -> Result<Outcome, Exc> {
-    let snapshot = qube(ctx, call.dest.as_str())?;
-    if without_devices(ctx.registry, &call.dest) {
-        return Err(refused(&Refusal::NoDevices));
-    }
+    let snapshot = device_qube(ctx, call)?;
     let request: SetOptionsRequest =
         serde_json::from_slice(&call.untrusted_payload).map_err(|e| {
             value_error(format!(
@@ -50,26 +44,8 @@ fn set_options(ctx: &mut Ctx<'_>, call: &Call) -> Result<Outcome, Exc> {
     )
     .map_err(|e| refused(&Refusal::BadOption(e)))?;
     let vd = parse_qarg(&call.untrusted_arg)?;
-    let not_assigned = || {
-        refused(&Refusal::NotAssigned {
-            device: vd.to_string(),
-            qube: call.dest.clone(),
-        })
-    };
-    let backend = match vd.backend.as_deref() {
-        Some(b) => ctx.registry.lookup(b).map_err(reg)?,
-        None => return Err(not_assigned()),
-    };
-    let port = match vd.port.as_str() {
-        "*" => PortSpec::Any,
-        p => PortSpec::Path(p.parse().map_err(|_| not_assigned())?),
-    };
-    let identity = DeviceIdentity::parse_or_any(&vd.devid).map_err(|_| not_assigned())?;
-    let key = DeviceKey {
-        backend,
-        port,
-        identity,
-    };
+    let key = stored_key(ctx, &vd, &call.dest)?;
+    let not_assigned = || not_assigned(&vd, &call.dest);
     let Some(current) = snapshot.pci.iter().find(|a| key.same_key(a)) else {
         return Err(not_assigned());
     };
