@@ -98,6 +98,25 @@ fn host() -> HostTree {
     tree
 }
 
+/// The host with the xHCI left on vfio-pci (by an earlier session),
+/// vfio-pci loaded.
+fn xhci_left_on_vfio() -> HostTree {
+    let mut t = topology();
+    t.device(XHCI)
+        .driver("vfio-pci")
+        .driver_override("vfio-pci");
+    let tree = t.build();
+    modules().write_to(&tree);
+    qpci_fixture::modules::write_loaded_module(
+        &tree,
+        "vfio_pci",
+        &["vfio-pci".into()],
+        false,
+        true,
+    );
+    tree
+}
+
 /// A modprobe stand-in: appends its arguments to `calls`, then registers
 /// the drivers `qpci-fake-drivers` lists for the module, as a load would.
 fn fake_modprobe(dir: &Path, root: &Path) -> (PathBuf, PathBuf) {
@@ -426,20 +445,7 @@ fn dry_run_lists_the_steps_and_changes_nothing() {
 
 #[test]
 fn sim_without_emulate_kernel_binds_nothing_and_only_plans_a_reattach() {
-    // A device left on vfio-pci (by an earlier session), vfio-pci loaded.
-    let mut t = topology();
-    t.device(XHCI)
-        .driver("vfio-pci")
-        .driver_override("vfio-pci");
-    let tree = t.build();
-    modules().write_to(&tree);
-    qpci_fixture::modules::write_loaded_module(
-        &tree,
-        "vfio_pci",
-        &["vfio-pci".into()],
-        false,
-        true,
-    );
+    let tree = xhci_left_on_vfio();
     let d = Qpcid::start(tree.root(), false);
     assign(&d, "sys-net", "00_1f.6", "0x8086:0x15bc::p020000");
     let before = snapshot(&tree);
@@ -467,19 +473,7 @@ fn sim_without_emulate_kernel_binds_nothing_and_only_plans_a_reattach() {
 
 #[test]
 fn bad_input_is_a_clear_error_and_changes_nothing() {
-    let mut t = topology();
-    t.device(XHCI)
-        .driver("vfio-pci")
-        .driver_override("vfio-pci");
-    let tree = t.build();
-    modules().write_to(&tree);
-    qpci_fixture::modules::write_loaded_module(
-        &tree,
-        "vfio_pci",
-        &["vfio-pci".into()],
-        false,
-        true,
-    );
+    let tree = xhci_left_on_vfio();
     let d = Qpcid::start(tree.root(), true);
     let before = snapshot(&tree);
     let cases: &[(&str, &str, &str, &str)] = &[
