@@ -24,16 +24,7 @@ const RELEASE: &str = "6.1.0-test-amd64";
 const XHCI: &str = "0000:00:14.0";
 
 fn topology() -> PciTopology {
-    let mut t = PciTopology::new();
-    t.kernel_release(RELEASE).emulate_reset_method(true);
-    t.host_bridge("0000:00:00.0").iommu_group(0);
-    t.endpoint(XHCI)
-        .ids(0x8086, 0xa0ed)
-        .class(0x0c0330)
-        .flr()
-        .driver("xhci_hcd")
-        .iommu_group(3);
-    t
+    PciTopology::kvm_xhci(RELEASE)
 }
 
 fn driver(tree: &HostTree) -> Option<String> {

@@ -71,18 +71,10 @@ fn tool(name: &str) -> PathBuf {
 /// controller `00_15.0` (no driver), each with FLR and alone in its IOMMU
 /// group on KVM; the desktop module set (stubs not loaded).
 fn host(xen: bool) -> HostTree {
-    let mut t = PciTopology::new();
-    t.kernel_release(RELEASE).emulate_reset_method(true);
+    let mut t = PciTopology::kvm_xhci(RELEASE);
     if xen {
         t.xen_dom0();
     }
-    t.host_bridge("0000:00:00.0").iommu_group(0);
-    t.endpoint(XHCI)
-        .ids(0x8086, 0xa0ed)
-        .class(0x0c0330)
-        .flr()
-        .driver("xhci_hcd")
-        .iommu_group(3);
     t.endpoint(I2C)
         .ids(0x8086, 0xa0e8)
         .class(0x0c8000)

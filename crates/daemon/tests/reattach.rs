@@ -38,15 +38,7 @@ const VIRTIO: &str = "0000:00:03.0";
 /// e1000e NIC `00_1f.6` with no driver (its module not loaded), a device
 /// `00_15.0` with a garbled `modalias`; each endpoint alone in its group.
 fn topology() -> PciTopology {
-    let mut t = PciTopology::new();
-    t.kernel_release(RELEASE).emulate_reset_method(true);
-    t.host_bridge("0000:00:00.0").iommu_group(0);
-    t.endpoint(XHCI)
-        .ids(0x8086, 0xa0ed)
-        .class(0x0c0330)
-        .flr()
-        .driver("xhci_hcd")
-        .iommu_group(3);
+    let mut t = PciTopology::kvm_xhci(RELEASE);
     t.endpoint("0000:00:15.0")
         .ids(0x8086, 0xa0e8)
         .class(0x0c8000)
