@@ -12,8 +12,6 @@
 
 mod common;
 
-use std::fs;
-
 use common::daemon::Daemon;
 use common::{offline, outcome};
 use qpci_fixture::HostTree;
@@ -28,9 +26,7 @@ fn topology() -> PciTopology {
 }
 
 fn driver(tree: &HostTree) -> Option<String> {
-    fs::read_link(tree.path(format!("sys/bus/pci/devices/{XHCI}/driver")))
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+    tree.pci_driver(XHCI)
 }
 
 fn run(d: &Daemon, bin: &str, args: &[&str]) -> (String, String, i32) {

@@ -194,9 +194,7 @@ impl Drop for Qpcid {
 }
 
 fn driver(tree: &HostTree, a: &str) -> Option<String> {
-    fs::read_link(tree.path(format!("sys/bus/pci/devices/{a}/driver")))
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+    tree.pci_driver(a)
 }
 
 /// `(address, managed, writeFiltering)` of every hostdev.

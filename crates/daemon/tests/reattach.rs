@@ -13,7 +13,6 @@
 mod methods_common;
 mod server_support;
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -246,34 +245,7 @@ fn assign(d: &Qpcid, qube: &str, port: &str, devid: &str) {
 }
 
 fn driver(tree: &HostTree, a: &str) -> Option<String> {
-    fs::read_link(tree.path(format!("sys/bus/pci/devices/{a}/driver")))
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-}
-
-/// Every file's content and link's target below `sys`, `lib` and `etc`.
-fn snapshot(tree: &HostTree) -> BTreeMap<String, String> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
-        let Ok(rd) = fs::read_dir(dir) else { return };
-        for e in rd.filter_map(Result::ok) {
-            let p = e.path();
-            let rel = p.strip_prefix(root).unwrap().display().to_string();
-            let ft = e.file_type().unwrap();
-            if ft.is_symlink() {
-                out.insert(rel, format!("-> {}", fs::read_link(&p).unwrap().display()));
-            } else if ft.is_dir() {
-                out.insert(rel, "<dir>".into());
-                walk(root, &p, out);
-            } else {
-                out.insert(rel, String::from_utf8_lossy(&fs::read(&p).unwrap()).into());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    for top in ["sys", "lib", "etc"] {
-        walk(tree.root(), &tree.path(top), &mut out);
-    }
-    out
+    tree.pci_driver(a)
 }
 
 #[test]
@@ -303,7 +275,7 @@ fn start_binds_shutdown_keeps_reattach_gives_back_to_the_driver_not_the_module()
 
     // An autostart qube with it assigned guards it too.
     d.ok("admin.vm.property.Set", "autostart", "work", "True");
-    let before = snapshot(&tree);
+    let before = tree.snapshot();
     let (_, msg) = d.refused("qpci.host.Reattach", "00_14.0", "dom0", "");
     assert!(
         msg.contains("work")
@@ -312,7 +284,7 @@ fn start_binds_shutdown_keeps_reattach_gives_back_to_the_driver_not_the_module()
             && msg.contains("qvm-prefs work autostart False"),
         "{msg}"
     );
-    assert_eq!(before, snapshot(&tree), "a refused reattach writes nothing");
+    assert_eq!(before, tree.snapshot(), "a refused reattach writes nothing");
 
     // --force: back on xhci_hcd (module xhci_pci is loaded: no modprobe).
     let r = d.reattach("dom0+00_14.0", r#"{"force": true}"#);
@@ -337,14 +309,14 @@ fn start_binds_shutdown_keeps_reattach_gives_back_to_the_driver_not_the_module()
     assert_eq!(d.modprobe_calls(), ["vfio-pci"]);
 
     // Again: on its host driver, nothing to give back; nothing changes.
-    let before = snapshot(&tree);
+    let before = tree.snapshot();
     let (class, msg) = d.refused("qpci.host.Reattach", "0000:00:14.0", "dom0", "");
     assert_eq!(class, "QubesValueError");
     assert!(
         msg.contains("not on a stub driver (bound to xhci_hcd)"),
         "{msg}"
     );
-    assert_eq!(before, snapshot(&tree));
+    assert_eq!(before, tree.snapshot());
 }
 
 #[test]
@@ -355,11 +327,11 @@ fn running_holder_refused_then_force_loads_the_module() {
     d.ok("admin.vm.Start", "", "sys-net", "");
     assert_eq!(driver(&tree, NIC).as_deref(), Some("vfio-pci"));
 
-    let before = snapshot(&tree);
+    let before = tree.snapshot();
     let (class, msg) = d.refused("qpci.host.Reattach", "00_1f.6", "dom0", "{}");
     assert_eq!(class, "QubesVMInUseError");
     assert!(msg.contains("sys-net"), "{msg}");
-    assert_eq!(before, snapshot(&tree));
+    assert_eq!(before, tree.snapshot());
 
     let r = d.reattach("00_1f.6", r#"{"force": true, "dry_run": false}"#);
     assert_eq!(r.driver_after.as_deref(), Some("e1000e"));
@@ -414,7 +386,7 @@ fn dry_run_lists_the_steps_and_changes_nothing() {
     d.ok("admin.vm.Kill", "", "work", "");
     assert_eq!(driver(&tree, XHCI).as_deref(), Some("vfio-pci"));
 
-    let before = snapshot(&tree);
+    let before = tree.snapshot();
     let calls = d.modprobe_calls();
     let r = d.reattach("00_14.0", r#"{"dry_run": true}"#);
     assert!(r.dry_run && !r.performed && !r.compute_only, "{r:?}");
@@ -431,7 +403,7 @@ fn dry_run_lists_the_steps_and_changes_nothing() {
         "{:?}",
         r.steps
     );
-    assert_eq!(before, snapshot(&tree), "a dry run writes nothing");
+    assert_eq!(before, tree.snapshot(), "a dry run writes nothing");
     assert_eq!(calls, d.modprobe_calls(), "a dry run loads nothing");
 }
 
@@ -440,7 +412,7 @@ fn sim_without_emulate_kernel_binds_nothing_and_only_plans_a_reattach() {
     let tree = xhci_left_on_vfio();
     let d = Qpcid::start(tree.root(), false);
     assign(&d, "sys-net", "00_1f.6", "0x8086:0x15bc::p020000");
-    let before = snapshot(&tree);
+    let before = tree.snapshot();
 
     d.ok("admin.vm.Start", "", "sys-net", "");
     assert_eq!(
@@ -459,7 +431,7 @@ fn sim_without_emulate_kernel_binds_nothing_and_only_plans_a_reattach() {
         "{:?}",
         r.warnings
     );
-    assert_eq!(before, snapshot(&tree), "nothing written");
+    assert_eq!(before, tree.snapshot(), "nothing written");
     assert!(d.modprobe_calls().is_empty());
 }
 
@@ -467,7 +439,7 @@ fn sim_without_emulate_kernel_binds_nothing_and_only_plans_a_reattach() {
 fn bad_input_is_a_clear_error_and_changes_nothing() {
     let tree = xhci_left_on_vfio();
     let d = Qpcid::start(tree.root(), true);
-    let before = snapshot(&tree);
+    let before = tree.snapshot();
     let cases: &[(&str, &str, &str, &str)] = &[
         (
             "00_16.0",
@@ -512,13 +484,13 @@ fn bad_input_is_a_clear_error_and_changes_nothing() {
     }
     let (c, _) = d.refused("qpci.host.Reattach", "00_14.0", "work", "");
     assert_eq!(c, "ProtocolError");
-    assert_eq!(before, snapshot(&tree));
+    assert_eq!(before, tree.snapshot());
 
     // No module index at all (depmod never ran): refused before any write.
     for f in ["modules.alias", "modules.builtin.modinfo"] {
         fs::remove_file(tree.path(format!("lib/modules/{RELEASE}/{f}"))).unwrap();
     }
-    let before = snapshot(&tree);
+    let before = tree.snapshot();
     let (c, m) = d.refused("qpci.host.Reattach", "00_14.0", "dom0", "");
     assert_eq!(c, "QubesValueError");
     assert!(m.contains("no module index") && m.contains("depmod"), "{m}");
@@ -526,7 +498,7 @@ fn bad_input_is_a_clear_error_and_changes_nothing() {
         m.contains("nothing was changed") || m.contains("where it was"),
         "{m}"
     );
-    assert_eq!(before, snapshot(&tree));
+    assert_eq!(before, tree.snapshot());
     assert_eq!(driver(&tree, XHCI).as_deref(), Some("vfio-pci"));
     assert!(d.modprobe_calls().is_empty());
 }

@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::Path;
 use std::time::Duration;
 
 use qpci_fixture::HostTree;
@@ -111,31 +110,7 @@ pub fn xen() -> HostTree {
 /// Every file's content and every link's target below `sys`, `lib` and
 /// `etc` (what the engine may touch).
 pub fn snapshot(tree: &HostTree) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for top in ["sys", "lib", "etc"] {
-        walk(tree.root(), &tree.path(top), &mut out);
-    }
-    out
-}
-
-fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
-    let Ok(rd) = fs::read_dir(dir) else { return };
-    for e in rd.filter_map(Result::ok) {
-        let p = e.path();
-        let rel = p.strip_prefix(root).unwrap().display().to_string();
-        let ft = e.file_type().unwrap();
-        if ft.is_symlink() {
-            out.insert(rel, format!("-> {}", fs::read_link(&p).unwrap().display()));
-        } else if ft.is_dir() {
-            out.insert(rel, "<dir>".into());
-            walk(root, &p, out);
-        } else {
-            out.insert(
-                rel,
-                String::from_utf8_lossy(&fs::read(&p).unwrap()).into_owned(),
-            );
-        }
-    }
+    tree.snapshot()
 }
 
 /// Lists the differences between two snapshots (for readable failures).
@@ -194,8 +169,7 @@ pub fn plan(stub: Stub, devices: &[&str]) -> BindPlan {
 }
 
 pub fn driver(tree: &HostTree, a: &str) -> Option<String> {
-    let link = fs::read_link(tree.path(format!("sys/bus/pci/devices/{a}/driver"))).ok()?;
-    Some(link.file_name()?.to_str()?.to_owned())
+    tree.pci_driver(a)
 }
 
 pub fn read(tree: &HostTree, rel: &str) -> String {
