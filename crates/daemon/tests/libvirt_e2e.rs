@@ -19,7 +19,7 @@ mod server_support;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use qpci_api::Reply;
@@ -33,36 +33,12 @@ const XHCI: &str = "0000:00:14.0";
 const NIC: &str = "0000:00:1f.6";
 const I2C: &str = "0000:00:15.0";
 
-/// `target/<profile>`, where cargo puts qpcid and the CLI tools.
-fn target_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_qpcid"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
 /// A CLI tool, built once per test process (the daemon crate cannot
 /// depend on the CLI crate).
 fn tool(name: &str) -> PathBuf {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
-        let release = target_dir().file_name().is_some_and(|n| n == "release");
-        // The target folder explicitly: a relative CARGO_TARGET_DIR would
-        // resolve against this test's working folder.
-        let status = Command::new(cargo)
-            .args(["build", "-q", "-p", "qpci-cli", "--bins", "--manifest-path"])
-            .arg(&manifest)
-            .arg("--target-dir")
-            .arg(target_dir().parent().unwrap())
-            .args(release.then_some("--release"))
-            .stdin(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "building the CLI tools failed");
-    });
-    let path = target_dir().join(name);
+    let dir = qpci_fixture::daemon::cli_tools();
+    assert!(dir.is_some(), "building the CLI tools failed");
+    let path = dir.unwrap_or_default().join(name);
     assert!(path.exists(), "{} was not built", path.display());
     path
 }

@@ -56,29 +56,14 @@ fn qubesadmin() -> Option<String> {
     None
 }
 
-/// `target/<profile>`.
-fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().to_path_buf()
-}
-
 /// Our CLI binaries (another crate's: built once with cargo, as the CLI's
 /// own end-to-end tests build qpcid).
 fn rust_tools() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
-        let release = target_dir().file_name().is_some_and(|n| n == "release");
-        let status = Command::new(cargo)
-            .args(["build", "-q", "-p", "qpci-cli", "--bins", "--manifest-path"])
-            .arg(&manifest)
-            .args(release.then_some("--release"))
-            .stdin(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "cargo build -p qpci-cli failed");
-        target_dir()
+        let dir = qpci_fixture::daemon::cli_tools();
+        assert!(dir.is_some(), "cargo build -p qpci-cli failed");
+        dir.unwrap_or_default()
     })
 }
 
