@@ -33,9 +33,7 @@ pub fn addr(s: &str) -> PciAddress {
 /// - 00:1d.0 root port → 03:00.0/03:00.1, no function reset: one bus-reset domain, group 7
 /// - 00:1f.0 LPC (critical), 00:1f.3 audio (`snd_hda_intel`), 00:1f.6 e1000e, FLR: group 9
 pub fn topology() -> PciTopology {
-    let mut t = PciTopology::new();
-    t.kernel_release(RELEASE).emulate_reset_method(true);
-    t.host_bridge("0000:00:00.0").iommu_group(0);
+    let mut t = PciTopology::kvm_xhci(RELEASE);
     t.endpoint("0000:00:03.0")
         .ids(0x1af4, 0x1041)
         .subsystem(0x1af4, 0x1100)
@@ -43,12 +41,6 @@ pub fn topology() -> PciTopology {
         .no_pm()
         .driver("virtio-pci")
         .iommu_group(1);
-    t.endpoint("0000:00:14.0")
-        .ids(0x8086, 0xa0ed)
-        .class(0x0c0330)
-        .flr()
-        .driver("xhci_hcd")
-        .iommu_group(3);
     t.bridge("0000:00:1c.0", 2).iommu_group(4);
     t.endpoint("0000:02:00.0")
         .ids(0x8086, 0x2723)
