@@ -78,21 +78,13 @@ struct Qpcid {
 impl Qpcid {
     fn start(root: &Path, flavour: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let state = dir.path().join("state");
-        fs::create_dir_all(&state).unwrap();
-        fs::write(dir.path().join("pci.ids"), "").unwrap();
-        let socket = dir.path().join("qubesd.sock");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_qpcid"));
-        cmd.arg("--socket")
-            .arg(&socket)
-            .arg("--state-dir")
-            .arg(&state)
-            .arg("--sysfs-root")
-            .arg(root)
-            .arg("--pci-ids")
-            .arg(dir.path().join("pci.ids"))
-            .args(["--flavour", flavour, "--log-level", "info"])
-            .args(["--backend", "libvirt", "--libvirt-uri", "test:///default"])
+        let (mut cmd, socket, state) = qpci_fixture::daemon::qpcid_command(
+            Path::new(env!("CARGO_BIN_EXE_qpcid")),
+            dir.path(),
+            root,
+            flavour,
+        );
+        cmd.args(["--backend", "libvirt", "--libvirt-uri", "test:///default"])
             .arg("--emulate-kernel");
         let (child, log) = spawn_logged(cmd);
         let d = Self {

@@ -148,24 +148,15 @@ struct Qpcid {
 impl Qpcid {
     fn start(root: &Path, emulate: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let state = dir.path().join("state");
-        fs::create_dir_all(&state).unwrap();
+        let (mut cmd, socket, state) = qpci_fixture::daemon::qpcid_command(
+            Path::new(env!("CARGO_BIN_EXE_qpcid")),
+            dir.path(),
+            root,
+            "kvm",
+        );
         fs::write(state.join("qubes.xml"), methods_common::QUBES_XML).unwrap();
-        fs::write(dir.path().join("pci.ids"), "").unwrap();
         let (script, calls) = fake_modprobe(dir.path(), root);
-        let socket = dir.path().join("qubesd.sock");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_qpcid"));
-        cmd.arg("--socket")
-            .arg(&socket)
-            .arg("--state-dir")
-            .arg(&state)
-            .arg("--sysfs-root")
-            .arg(root)
-            .arg("--pci-ids")
-            .arg(dir.path().join("pci.ids"))
-            .args(["--flavour", "kvm", "--log-level", "info"])
-            .arg("--modprobe")
-            .arg(&script);
+        cmd.arg("--modprobe").arg(&script);
         if emulate {
             cmd.arg("--emulate-kernel");
         }
