@@ -15,9 +15,12 @@
 //! a hash that could collide or a clone of every record.
 //!
 //! The cache is only filled from a save that passed every check and reached
-//! the disk; a failed save leaves it as it was. A changed domain is encoded
-//! once its text stops changing (the next save that writes it the same), so
-//! saves that change everything do not pay for encodings they cannot use.
+//! the disk, or from the file `StateFile::open` loaded when that file is
+//! byte for byte what a save of its parsed records writes (see
+//! [`SaveCache::seed`]); a failed save leaves it as it was. A changed domain
+//! is encoded once its text stops changing (the next save that writes it the
+//! same), so saves that change everything do not pay for encodings they
+//! cannot use.
 //!
 //! A caller that knows which domains changed since the last successful save
 //! (the daemon does, from its registry) passes them as a
@@ -194,6 +197,47 @@ impl SaveCache {
             unchanged,
             same_text: Vec::new(),
         }
+    }
+
+    /// Takes the file just loaded as if this writer had saved it, when it
+    /// is: `text` must be, byte for byte, what a save of `state` (the
+    /// records parsed from it) writes. Then the first save after the load
+    /// copies the domains that did not change, as every later save does.
+    /// Returns whether it did; otherwise the cache stays empty and the first
+    /// save writes everything, as with no file.
+    ///
+    /// Only the text of our own writer is trusted this way, so the cache
+    /// never holds text that serialising its records would not give (another
+    /// program's layout or attribute order, a hand edit). The domains are
+    /// encoded at once: their text is the one on disk, as for a domain
+    /// written twice the same, so a save without a [`ChangedSet`] and
+    /// [`changed`](Self::changed) can compare them.
+    pub(crate) fn seed(&mut self, text: &str, state: &QubesXml) -> bool {
+        // A file without the marker cannot be our writer's: no need to write it.
+        if !self.entries.is_empty() || !state.written_by_qpci() {
+            return false;
+        }
+        let depth = self.depth;
+        let mut plan = self.plan(state, None);
+        let written = self.write(&mut plan, state);
+        if written.own != text {
+            self.abandon(written);
+            self.depth = depth;
+            return false;
+        }
+        plan.same_text = vec![true; state.domains.len()];
+        self.commit(plan, state, written);
+        true
+    }
+
+    /// The qids of the domains of `state` not shown equal to their record
+    /// in the cache: those that differ, have none, or have no encoding.
+    pub(crate) fn changed(&self, state: &QubesXml) -> ChangedSet {
+        let plan = self.plan(state, None);
+        (state.domains.iter().zip(&plan.unchanged))
+            .filter(|(_, u)| !**u)
+            .map(|(d, _)| d.qid)
+            .collect()
     }
 
     /// The first domain the plan takes as unchanged whose record differs

@@ -22,15 +22,21 @@ pub const TEMP_PREFIX: &str = ".qubes.xml.qpci-tmp-";
 
 /// Reads and parses a state file without locking (for read-only tools).
 pub fn read_state(path: &Path) -> Result<QubesXml, StoreError> {
-    let bytes = read_limited(path)?;
-    let text = std::str::from_utf8(&bytes).map_err(|e| {
-        let good = bytes.get(..e.valid_up_to()).unwrap_or_default();
+    QubesXml::parse(&read_text(path)?, path)
+}
+
+/// Reads a state file's text, with the size limit.
+fn read_text(path: &Path) -> Result<String, StoreError> {
+    String::from_utf8(read_limited(path)?).map_err(|e| {
+        let bytes = e.as_bytes();
+        let good = bytes
+            .get(..e.utf8_error().valid_up_to())
+            .unwrap_or_default();
         let (line, column) = line_col(&String::from_utf8_lossy(good), good.len());
         StoreError::NotUtf8 {
             at: Location::new(path, line, column),
         }
-    })?;
-    QubesXml::parse(text, path)
+    })
 }
 
 fn read_limited(path: &Path) -> Result<Vec<u8>, StoreError> {
@@ -63,6 +69,7 @@ pub struct StateFile {
     lock: StateLock,
     /// The last save's text and records: the next save copies the domains
     /// that did not change instead of serialising and checking them again.
+    /// Before the first save, the loaded file's when our writer wrote it so.
     cache: SaveCache,
     /// The file our last save put in place: while `qubes.xml` is still that
     /// file, it carries the marker and need not be read to know it.
@@ -97,9 +104,16 @@ impl FileId {
 
 impl StateFile {
     /// Locks `dir`, removes temporary files a crashed save left, and loads `qubes.xml` if there is one.
+    ///
+    /// When the file is exactly what a save of the returned records writes
+    /// (our writer's, untouched since), it counts as this `StateFile`'s last
+    /// save: [`save_changed`](Self::save_changed) may then name only the
+    /// domains changed since this load, and the first save costs what later
+    /// ones do. Checking that costs one serialisation of the records. The
+    /// `qubes.xml.before-qpci` copy does not depend on it (see [`save`](Self::save)).
     pub fn open(dir: &Path) -> Result<(StateFile, Option<QubesXml>), StoreError> {
         let lock = StateLock::acquire(dir)?;
-        let sf = StateFile {
+        let mut sf = StateFile {
             dir: dir.to_path_buf(),
             path: dir.join(STATE_FILE),
             lock,
@@ -107,17 +121,44 @@ impl StateFile {
             written: None,
         };
         sf.remove_stale_temps()?;
-        let state = sf.load()?;
+        let state = match sf.load_text()? {
+            None => None,
+            Some(text) => {
+                let state = QubesXml::parse(&text, &sf.path)?;
+                sf.cache.seed(&text, &state);
+                Some(state)
+            }
+        };
         Ok((sf, state))
     }
 
     /// Reads `qubes.xml` again; `None` when there is none yet.
     pub fn load(&self) -> Result<Option<QubesXml>, StoreError> {
+        match self.load_text()? {
+            None => Ok(None),
+            Some(text) => QubesXml::parse(&text, &self.path).map(Some),
+        }
+    }
+
+    /// The text of `qubes.xml`; `None` when there is none yet.
+    fn load_text(&self) -> Result<Option<String>, StoreError> {
         match fs::symlink_metadata(&self.path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_err("stat", &self.path)(e)),
-            Ok(_) => read_state(&self.path).map(Some),
+            Ok(_) => read_text(&self.path).map(Some),
         }
+    }
+
+    /// The qids of the domains of `state` not shown equal to their record
+    /// in the last successful save (before the first save, in the file
+    /// [`open`](Self::open) loaded, when it counts as saved): those that
+    /// differ, those it has no record of, and those it kept no encoding of
+    /// (a domain the last save wrote anew). A caller holding records it has
+    /// not tracked since then (the daemon's saver, at start, has records made
+    /// from its registry) declares these changed to
+    /// [`save_changed`](Self::save_changed). Costs one comparison per domain.
+    pub fn changed_since_saved(&self, state: &QubesXml) -> ChangedSet {
+        self.cache.changed(state)
     }
 
     /// The state file's path.
@@ -172,8 +213,9 @@ impl StateFile {
     /// copied as the bytes written then and its own checks are skipped,
     /// without comparing it. The output and the durability are `save`'s.
     ///
-    /// `changed` must be relative to the last save that returned `Ok`; after
-    /// a failed save, the caller that cannot tell uses [`save`](Self::save).
+    /// `changed` must be relative to the last save that returned `Ok` (before
+    /// the first, to the state [`open`](Self::open) returned); after a failed
+    /// save, the caller that cannot tell uses [`save`](Self::save).
     /// Debug builds check the claim against a copy of the saved records and
     /// return [`StoreError::UndeclaredChange`] (nothing written) when a
     /// domain declared unchanged is not equal to its last saved record.
