@@ -145,7 +145,10 @@ impl OwnerHandle {
 pub fn spawn(parts: Parts) -> std::io::Result<OwnerHandle> {
     let (tx, rx) = mpsc::unbounded_channel();
     let saved_tx = tx.clone();
-    let saver = Saver::spawn(parts.file, parts.save_delay, move |done| {
+    // The loaded registry is what the state file holds: the saver's first
+    // save starts from it (a clone shares every qube, so it costs a count each).
+    let loaded = parts.registry.clone();
+    let saver = Saver::spawn(parts.file, loaded, parts.save_delay, move |done| {
         let _ = saved_tx.send(Msg::Saved(Box::new(done)));
     })?;
     let owner = Owner {

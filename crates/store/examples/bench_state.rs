@@ -57,6 +57,9 @@ struct Row {
     first: f64,
     /// The raw durable write of the first save's bytes.
     first_raw: f64,
+    /// `changed_since_saved` of the loaded records right after the open
+    /// (what the daemon's saver asks at start).
+    check: f64,
 }
 
 impl Row {
@@ -162,7 +165,7 @@ fn measure(base: &Path, n: usize, reps: usize) -> Row {
         }));
     }
     drop((sf_one, sf_all));
-    let (open, first, first_raw) = measure_first(&dir, n, reps);
+    let [open, first, first_raw, check] = measure_first(&dir, n, reps);
     let _ = std::fs::remove_dir_all(&dir);
     Row {
         n,
@@ -177,13 +180,15 @@ fn measure(base: &Path, n: usize, reps: usize) -> Row {
         open: median(open),
         first: median(first),
         first_raw: median(first_raw),
+        check: median(check),
     }
 }
 
 /// The daemon's start: open the state folder (the file our last save
 /// wrote), change one qube, save told which; each run opens afresh.
-/// Returns the times of each measured run: open, first save, raw write.
-fn measure_first(dir: &Path, n: usize, reps: usize) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+/// Returns the times of each measured run: open, first save, raw write,
+/// and `changed_since_saved` of the loaded records.
+fn measure_first(dir: &Path, n: usize, reps: usize) -> [Vec<f64>; 4] {
     let state_dir = dir.join("first");
     std::fs::create_dir_all(&state_dir).unwrap();
     StateFile::open(&state_dir)
@@ -191,13 +196,16 @@ fn measure_first(dir: &Path, n: usize, reps: usize) -> (Vec<f64>, Vec<f64>, Vec<
         .0
         .save(&state(n, 1))
         .unwrap();
-    let (mut open, mut first, mut raw) = (vec![], vec![], vec![]);
+    let (mut open, mut first, mut raw, mut check) = (vec![], vec![], vec![], vec![]);
     // Two warm-up runs (page cache, allocator), then the measured ones.
     for r in 0..reps + 2 {
         let mut opened = None;
         let o = ms(|| opened = Some(StateFile::open(&state_dir).unwrap()));
         let (mut sf, loaded) = opened.unwrap();
         let mut x = loaded.unwrap();
+        let mut unsaved = None;
+        let c = ms(|| unsaved = Some(sf.changed_since_saved(&x)));
+        assert_eq!(unsaved.map(|u| u.len()), Some(0));
         let changed = set_memory(&mut x, r * 7919 % n.max(1), 2 + (r as u32 / 2) % 2);
         let text = x.to_xml();
         let mut s = || ms(|| sf.save_changed(&x, &changed).unwrap());
@@ -214,9 +222,10 @@ fn measure_first(dir: &Path, n: usize, reps: usize) -> (Vec<f64>, Vec<f64>, Vec<
             open.push(o);
             first.push(s);
             raw.push(w);
+            check.push(c);
         }
     }
-    (open, first, raw)
+    [open, first, raw, check]
 }
 
 /// What a streaming parse on quick-xml would start from: every event, every
@@ -291,17 +300,18 @@ fn main() {
     }
     println!();
     println!(
-        "{:>6} {:>8} {:>9} {:>8} {:>10}",
-        "qubes", "open ms", "first ms", "raw ms", "first/raw"
+        "{:>6} {:>8} {:>9} {:>8} {:>10} {:>9}",
+        "qubes", "open ms", "first ms", "raw ms", "first/raw", "check ms"
     );
     for row in &rows {
         println!(
-            "{:>6} {:>8.2} {:>9.2} {:>8.2} {:>9.0}%",
+            "{:>6} {:>8.2} {:>9.2} {:>8.2} {:>9.0}% {:>9.2}",
             row.n,
             row.open,
             row.first,
             row.first_raw,
-            row.first_raw / row.first * 100.0
+            row.first_raw / row.first * 100.0,
+            row.check
         );
     }
     println!("load average at end: {}", loadavg());
@@ -313,7 +323,8 @@ fn main() {
          parse alone, qx: quick-xml's events alone (no records built). open: \
          StateFile::open of a file qpci wrote; first: the save right after it, one qube \
          changed, told which (a daemon's first save after start; reported, no goal), \
-         first/raw: its rate as a share of the raw write's of the same bytes"
+         first/raw: its rate as a share of the raw write's of the same bytes; check: \
+         changed_since_saved of the loaded records (the daemon's saver, at start)"
     );
     println!("RESULT: {}", verdict(ok));
     if !ok {
