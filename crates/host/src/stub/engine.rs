@@ -317,18 +317,20 @@ impl<'a> Engine<'a> {
         let _lock = bind_lock();
         let stub = prepared.stub;
         if !driver_registered(&self.root, stub.name()) {
+            let unavailable = |detail| StubError::StubUnavailable {
+                stub: stub.name().into(),
+                module: stub.module().into(),
+                detail,
+            };
             self.runner
                 .modprobe(stub.module())
-                .map_err(StubError::from)?;
+                .map_err(|e| unavailable(format!("loading failed ({e})")))?;
             if !driver_registered(&self.root, stub.name()) {
-                return Err(StubError::StubUnavailable {
-                    stub: stub.name().into(),
-                    detail: format!(
-                        "sys/bus/pci/drivers/{} is missing after modprobe {}",
-                        stub.name(),
-                        stub.module()
-                    ),
-                }
+                return Err(unavailable(format!(
+                    "sys/bus/pci/drivers/{} is missing after modprobe {}",
+                    stub.name(),
+                    stub.module()
+                ))
                 .into());
             }
         }

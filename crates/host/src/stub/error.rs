@@ -9,7 +9,6 @@ use std::time::Duration;
 use qpci_types::PciAddress;
 
 use super::modalias::ModaliasError;
-use super::runner::RunnerError;
 use super::sysfs_io::RealRootRefused;
 
 /// One failure of a check, a write or a verification.
@@ -132,12 +131,18 @@ pub enum StubError {
         /// The device.
         device: PciAddress,
     },
-    /// The stub driver could not be registered.
-    #[error("stub driver {stub} is not available: {detail}")]
+    /// The stub driver could not be registered; nothing was written.
+    #[error(
+        "stub driver {stub} is not available: {detail}; no device was touched. \
+         Load it as root (`modprobe {module}`; `modinfo {module}` tells whether this kernel has it), \
+         then try again"
+    )]
     StubUnavailable {
         /// The stub's name.
         stub: String,
-        /// Why.
+        /// Its module.
+        module: String,
+        /// Why (the failed load, or what is missing after it).
         detail: String,
     },
     /// After probing, the device is not on the expected driver.
@@ -155,9 +160,6 @@ pub enum StubError {
     /// Writes to the real root were not allowed.
     #[error(transparent)]
     RealRoot(#[from] RealRootRefused),
-    /// A module load failed.
-    #[error(transparent)]
-    Runner(#[from] RunnerError),
     /// The host driver could not be looked up.
     #[error("{device}: {source}")]
     Modalias {
@@ -202,8 +204,9 @@ pub enum StubError {
         device: PciAddress,
         /// Its modalias.
         modalias: String,
-        /// The modules that matched (none, or built-ins exposing no PCI driver).
-        modules: Vec<String>,
+        /// The modules that matched (none, or built-ins exposing no PCI
+        /// driver), each with its failed load, usually the reason.
+        modules: Vec<ModuleLoad>,
         /// The stub it goes back to.
         stub: String,
         /// Its qvm-pci port (`dom0:<port>` names it).
@@ -272,23 +275,37 @@ fn errno_hint(errno: Option<i32>) -> &'static str {
 
 fn no_driver_took(
     modalias: &str,
-    modules: &[String],
+    modules: &[ModuleLoad],
     stub: &str,
     port: &str,
     waited: Duration,
 ) -> String {
+    let names = modules
+        .iter()
+        .map(|m| m.module.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let failures: Vec<&str> = modules.iter().filter_map(|m| m.failed.as_deref()).collect();
     let matched = if modules.is_empty() {
         format!("no module alias matches {modalias}")
+    } else if !failures.is_empty() {
+        format!(
+            "module(s) {names} match {modalias}, but loading failed ({})",
+            failures.join("; ")
+        )
     } else {
         format!(
-            "module(s) {} match {modalias}, but no registered PCI driver is known to be theirs",
-            modules.join(", ")
+            "module(s) {names} match {modalias}, but no registered PCI driver is known to be theirs"
         )
+    };
+    let load = match modules {
+        [one] => format!("modprobe {}", one.module),
+        _ => "modprobe <module>".to_owned(),
     };
     format!(
         "{matched}, and no loaded or built-in driver took it at drivers_probe (waited {waited:?}); \
          it goes back to {stub} rather than stay without a driver. Load the module of its driver \
-         (modprobe <module>), then run `qvm-pci reattach dom0:{port}` again"
+         ({load}), then run `qvm-pci reattach dom0:{port}` again"
     )
 }
 
@@ -297,6 +314,15 @@ fn join(list: &[PciAddress]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// A module matching a device at give-back, and its load's failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleLoad {
+    /// The module's name.
+    pub module: String,
+    /// `modprobe <m>: <why>` when loading it failed.
+    pub failed: Option<String>,
 }
 
 /// A transaction failed: the first error, what was rolled back, and any

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use qpci_types::PciAddress;
 
 use super::engine::{Engine, Snapshot, bind_lock, is_stub_driver, permissive_list};
-use super::error::{BindFailure, StubError};
+use super::error::{BindFailure, ModuleLoad, StubError};
 use super::modalias::{
     ModaliasError, ModuleIndex, ModuleMatch, driver_candidates, kernel_release, normalize_module,
     validate_pci_modalias,
@@ -232,13 +232,17 @@ impl Engine<'_> {
 
         let _lock = bind_lock();
         let mut steps = Vec::new();
+        let mut failed: Vec<(&str, String)> = Vec::new();
         for m in &wanted {
             if !to_load.contains(m) {
                 continue;
             }
             match self.runner.modprobe(&m.module) {
                 Ok(()) => steps.push(self.runner.describe(&m.module)),
-                Err(e) => warnings.push(e.to_string()),
+                Err(e) => {
+                    warnings.push(e.to_string());
+                    failed.push((m.module.as_str(), e.to_string()));
+                }
             }
         }
         let candidates: Vec<String> = wanted
@@ -248,7 +252,16 @@ impl Engine<'_> {
         let no_driver = |waited| StubError::NoDriverTook {
             device: a,
             modalias: modalias.clone(),
-            modules: wanted.iter().map(|m| m.module.clone()).collect(),
+            modules: wanted
+                .iter()
+                .map(|m| ModuleLoad {
+                    module: m.module.clone(),
+                    failed: failed
+                        .iter()
+                        .find(|(f, _)| *f == m.module)
+                        .map(|(_, e)| e.clone()),
+                })
+                .collect(),
             stub: stub.clone(),
             port: port.clone(),
             waited,

@@ -33,7 +33,7 @@ pub use engine::{
     BindDevice, BindPlan, BindReport, Engine, EngineOptions, Guards, Prepared, PreparedDevice,
     Snapshot, Step, Stub, is_stub_driver,
 };
-pub use error::{BindFailure, StubError};
+pub use error::{BindFailure, ModuleLoad, StubError};
 pub use giveback::{GiveBackReport, GiveBackRequest};
 pub use runner::{CommandRunner, FakeModprobe, ModprobeRunner, RunnerError};
 pub use sysfs_io::{Fault, FaultyWriter, RealWriter, SysfsWriter, WriteAccess};

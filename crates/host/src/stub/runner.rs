@@ -107,6 +107,15 @@ impl ModprobeRunner for CommandRunner {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| err(format!("cannot run {}: {e}", program.to_string_lossy())))?;
+        // Drained while it runs: a command that writes more than the pipe
+        // holds (64 KiB) would otherwise block until the timeout kills it.
+        let stderr = child.stderr.take().map(|mut s| {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let _ = std::io::Read::read_to_end(&mut s, &mut buf);
+                buf
+            })
+        });
         let deadline = Instant::now() + self.timeout;
         // Short polls first: a no-op modprobe ends within a few ms, and a
         // fixed 10 ms sleep would double its cost.
@@ -129,11 +138,23 @@ impl ModprobeRunner for CommandRunner {
         if status.success() {
             return Ok(());
         }
-        let mut stderr = String::new();
-        if let Some(mut s) = child.stderr.take() {
-            let _ = std::io::Read::read_to_string(&mut s, &mut stderr);
-        }
-        Err(err(format!("{status}: {}", stderr.trim())))
+        // A process it left running may hold the pipe open: the text is
+        // waited for a moment, not until that one exits.
+        let stderr = match stderr {
+            Some(reader) => {
+                let until = Instant::now() + STDERR_WAIT;
+                while !reader.is_finished() && Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                if reader.is_finished() {
+                    reader.join().unwrap_or_default()
+                } else {
+                    b"(stderr still open after it exited)".to_vec()
+                }
+            }
+            None => Vec::new(),
+        };
+        Err(err(format!("{status}: {}", tail(&stderr))))
     }
 
     fn describe(&self, module: &str) -> String {
@@ -146,6 +167,28 @@ impl ModprobeRunner for CommandRunner {
         words.join(" ")
     }
 }
+
+/// The last lines of a command's stderr, at most [`STDERR_KEPT`] bytes:
+/// the reason modprobe fails is on its last line, and an error message
+/// must not carry megabytes.
+fn tail(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let text = text.trim();
+    if text.len() <= STDERR_KEPT {
+        return text.to_owned();
+    }
+    let mut start = text.len() - STDERR_KEPT;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("…{}", &text[start..])
+}
+
+/// How much of a failed command's stderr an error keeps.
+const STDERR_KEPT: usize = 2048;
+
+/// How long, after a failed command exited, its stderr may take to close.
+const STDERR_WAIT: Duration = Duration::from_secs(1);
 
 /// A modprobe for fixture trees: records each call and "loads" a module
 /// by creating its drivers' directories and `sys/module/<m>` links.
