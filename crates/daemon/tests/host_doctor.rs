@@ -5,14 +5,14 @@
 //! Qubes, plain Xen and KVM into a temp root, undone byte for byte.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod server_support;
+mod support;
 
 use std::os::unix::fs::PermissionsExt;
 
 use qpci_fixture::HostTree;
 use qpci_fixture::pci::PciTopology;
 use serde_json::Value;
-use server_support::Daemon;
+use support::Daemon;
 
 const GRUB: &str = "GRUB_DEFAULT=0\nGRUB_TIMEOUT=5\nGRUB_CMDLINE_LINUX=\"rhgb quiet\"";
 

@@ -14,19 +14,15 @@
 #![cfg(feature = "libvirt")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod server_support;
-
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 use qpci_api::Reply;
 use qpci_fixture::HostTree;
+use qpci_fixture::daemon::Daemon;
 use qpci_fixture::modules::Modules;
 use qpci_fixture::pci::PciTopology;
-use server_support::{raw_call, spawn_logged};
 
 const RELEASE: &str = "6.1.0-test-amd64";
 const XHCI: &str = "0000:00:14.0";
@@ -67,11 +63,10 @@ fn host(xen: bool) -> HostTree {
     tree
 }
 
+/// A qpcid on the libvirt backend, its state folder and temp folder.
 struct Qpcid {
-    child: Child,
-    socket: PathBuf,
+    d: Daemon,
     state: PathBuf,
-    log: Arc<Mutex<Vec<String>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -86,34 +81,17 @@ impl Qpcid {
         );
         cmd.args(["--backend", "libvirt", "--libvirt-uri", "test:///default"])
             .arg("--emulate-kernel");
-        let (child, log) = spawn_logged(cmd);
-        let d = Self {
-            child,
-            socket,
+        Self {
+            d: Daemon::spawn(cmd, &socket).unwrap_or_else(|why| panic!("{why}")),
             state,
-            log,
             _dir: dir,
-        };
-        let until = Instant::now() + Duration::from_secs(20);
-        while !d.log_has("qpcid ready") {
-            assert!(
-                Instant::now() < until,
-                "qpcid did not get ready: {:#?}",
-                d.log.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(10));
         }
-        d
-    }
-
-    fn log_has(&self, needle: &str) -> bool {
-        self.log.lock().unwrap().iter().any(|l| l.contains(needle))
     }
 
     /// Runs a CLI tool against this daemon: (stdout, stderr, code).
     fn run(&self, bin: &str, args: &[&str]) -> (String, String, i32) {
         let out = Command::new(tool(bin))
-            .env("QPCI_SOCKET", &self.socket)
+            .env("QPCI_SOCKET", &self.d.socket)
             .args(args)
             .stdin(Stdio::null())
             .output()
@@ -132,14 +110,14 @@ impl Qpcid {
             code,
             0,
             "{bin} {args:?}: {err}\nqpcid log:\n{}",
-            self.log.lock().unwrap().join("\n")
+            self.d.log_lines().join("\n")
         );
         out
     }
 
     fn power_state(&self, qube: &str) -> String {
         let req = format!("admin.vm.CurrentState dom0 name {qube}\0");
-        match Reply::decode(&raw_call(&self.socket, req.as_bytes())).unwrap() {
+        match Reply::decode(&self.d.raw(req.as_bytes())).unwrap() {
             Reply::Ok(data) => {
                 let text = String::from_utf8(data).unwrap();
                 text.rsplit("power_state=").next().unwrap().to_owned()
@@ -151,13 +129,6 @@ impl Qpcid {
     /// The XML libvirt returned at the start of `qube`.
     fn kept_xml(&self, qube: &str) -> String {
         fs::read_to_string(self.state.join(format!("libvirt/{qube}.xml"))).unwrap()
-    }
-}
-
-impl Drop for Qpcid {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -199,7 +170,11 @@ fn story(flavour: &str) {
     let stub = if xen { "pciback" } else { "vfio-pci" };
     let tree = host(xen);
     let d = Qpcid::start(tree.root(), flavour);
-    assert!(d.log_has("libvirt backend connected"), "{:#?}", d.log);
+    assert!(
+        d.d.log_has("libvirt backend connected"),
+        "{:#?}",
+        d.d.log_lines()
+    );
 
     d.ok("qvm-create", &["-C", "TemplateVM", "-l", "black", "fedora"]);
     for q in ["sys-usb", "sys-net", "plain"] {

@@ -13,14 +13,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod methods_common;
-mod server_support;
-mod socket_support;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-use socket_support::{Qpcid, escape};
+use support::table::escape;
+use support::{Daemon, spec_daemon};
 
 fn driver() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/qubesadmin_driver.py")
@@ -91,7 +91,7 @@ enum Side {
     Rust,
 }
 
-fn run(side: Side, d: &Qpcid, tool: &str, args: &[&str]) -> Run {
+fn run(side: Side, d: &Daemon, tool: &str, args: &[&str]) -> Run {
     let mut cmd = match side {
         Side::Qubes => {
             let mut c = Command::new(python());
@@ -109,7 +109,7 @@ fn run(side: Side, d: &Qpcid, tool: &str, args: &[&str]) -> Run {
 }
 
 /// The state a command may change: qubes.xml and every qube's assignments.
-fn state(d: &Qpcid) -> String {
+fn state(d: &Daemon) -> String {
     let mut s = std::fs::read_to_string(d.qubes_xml()).unwrap_or_default();
     for q in ["dom0", "fedora-40", "sys-net", "work"] {
         s.push_str(&escape(&d.call("admin.vm.device.pci.Assigned", "", q, b"")));
@@ -208,7 +208,7 @@ const ASSIGNED_CASES: &[Case] = &[
 ];
 
 /// Runs the cases with `reference` then `candidate`; returns the differences.
-fn compare(d: &Qpcid, cases: &[Case], reference: Side, candidate: Side) -> Vec<String> {
+fn compare(d: &Daemon, cases: &[Case], reference: Side, candidate: Side) -> Vec<String> {
     let mut diffs = Vec::new();
     for case in cases {
         let mut results = Vec::new();
@@ -264,7 +264,7 @@ fn qubes_own_tools_and_ours_agree() {
     if qubesadmin().is_none() {
         return;
     }
-    let d = Qpcid::spec_fixture(&[]);
+    let d = spec_daemon!(&[]);
     // A state qpcid wrote (the fixture's file is rewritten on first change).
     assert_eq!(d.raw(ASSIGN_XHCI_WORK), b"0\0");
     assert_eq!(d.raw(UNASSIGN_XHCI_WORK), b"0\0");
@@ -284,7 +284,7 @@ fn qubes_own_tools_and_ours_agree() {
 /// agree, every undo restores the state, and the skip path works.
 #[test]
 fn harness_self_check() {
-    let d = Qpcid::spec_fixture(&[]);
+    let d = spec_daemon!(&[]);
     assert_eq!(d.raw(ASSIGN_XHCI_WORK), b"0\0");
     assert_eq!(d.raw(UNASSIGN_XHCI_WORK), b"0\0");
     let diffs = compare(&d, CASES, Side::Rust, Side::Rust);

@@ -11,21 +11,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod methods_common;
-mod server_support;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use qpci_api::Reply;
 use qpci_api::ext::ReattachReport;
 use qpci_fixture::HostTree;
+use qpci_fixture::daemon::Daemon;
 use qpci_fixture::modules::Modules;
 use qpci_fixture::pci::PciTopology;
-use server_support::{raw_call, spawn_logged};
 
 const RELEASE: &str = "6.1.0-test-amd64";
 const XHCI: &str = "0000:00:14.0";
@@ -138,9 +135,7 @@ done
 
 /// A qpcid on its own socket and state, over `root`.
 struct Qpcid {
-    child: Child,
-    socket: PathBuf,
-    log: Arc<Mutex<Vec<String>>>,
+    d: Daemon,
     calls: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -160,36 +155,15 @@ impl Qpcid {
         if emulate {
             cmd.arg("--emulate-kernel");
         }
-        let (child, log) = spawn_logged(cmd);
-        let d = Self {
-            child,
-            socket,
-            log,
+        Self {
+            d: Daemon::spawn(cmd, &socket).unwrap_or_else(|why| panic!("{why}")),
             calls,
             _dir: dir,
-        };
-        let until = Instant::now() + Duration::from_secs(20);
-        while !d
-            .log
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.contains("qpcid ready"))
-        {
-            assert!(
-                Instant::now() < until,
-                "qpcid did not get ready: {:#?}",
-                d.log.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(10));
         }
-        d
     }
 
     fn call(&self, method: &str, arg: &str, dest: &str, payload: &str) -> Reply {
-        let mut b = format!("{method}+{arg} dom0 name {dest}\0").into_bytes();
-        b.extend_from_slice(payload.as_bytes());
-        Reply::decode(&raw_call(&self.socket, &b)).unwrap()
+        Reply::decode(&self.d.call(method, arg, dest, payload.as_bytes())).unwrap()
     }
 
     #[track_caller]
@@ -220,13 +194,6 @@ impl Qpcid {
             .lines()
             .map(str::to_owned)
             .collect()
-    }
-}
-
-impl Drop for Qpcid {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -10,7 +10,7 @@
 //! `QPCI_LONG=1`: 100 000 connections, and every scenario repeated.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod server_support;
+mod support;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::Shutdown;
@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use qpci_api::MAX_REQUEST;
-use server_support::{Daemon, base_args, bin};
+use support::{Daemon, base_args, bin};
 
 /// The soft descriptor limit the daemon is started with.
 const DAEMON_SOFT_NOFILE: u64 = 256;
@@ -174,7 +174,7 @@ fn call(socket: &Path, bytes: &[u8]) -> Vec<u8> {
 /// A daemon that already served one request (its first allocations made).
 fn warm_daemon() -> (Daemon, u32) {
     let d = start_limited();
-    let pid = d.child.id();
+    let pid = d.pid();
     let (soft, hard) = nofile(pid);
     assert_eq!(
         soft, hard,

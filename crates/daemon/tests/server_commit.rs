@@ -3,7 +3,7 @@
 //! unsaved change, a failed save rolls back, events follow durability.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod server_support;
+mod support;
 
 use std::io::Read;
 use std::net::Shutdown;
@@ -11,7 +11,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use server_support::{Daemon, exc};
+use support::{Daemon, exc};
 
 /// dom0's features as the state file on disk has them now.
 fn features_on_disk(d: &Daemon) -> std::collections::BTreeMap<String, String> {
@@ -204,13 +204,10 @@ fn events_stream_after_durability_and_ends_on_disconnect() {
     );
     // An open stream keeps an idle daemon alive...
     std::thread::sleep(Duration::from_millis(2000));
-    assert!(
-        d.child.try_wait().unwrap().is_none(),
-        "a subscriber keeps it up"
-    );
+    assert!(d.alive(), "a subscriber keeps it up");
     // ...and closing it ends the stream, so the idle exit follows.
     drop(s);
-    let st = server_support::wait_exit(&mut d.child, Duration::from_secs(10));
+    let st = d.wait_exit(Duration::from_secs(10));
     assert!(
         st.is_some_and(|s| s.success()),
         "idle exit after the subscriber left"
@@ -251,14 +248,14 @@ fn sigterm_during_a_save_finishes_it_before_exiting() {
         std::thread::spawn(move || d.call("qpci.test.SetFeature", "last", "dom0", b"words"))
     };
     std::thread::sleep(Duration::from_millis(200));
-    server_support::term(&d.child);
+    d.term();
     assert_eq!(
         writer.join().unwrap(),
         b"0\0",
         "the in-flight call is answered"
     );
     let mut d = Arc::into_inner(d).unwrap();
-    let st = server_support::wait_exit(&mut d.child, Duration::from_secs(20)).unwrap();
+    let st = d.wait_exit(Duration::from_secs(20)).unwrap();
     assert!(st.success());
     assert!(!d.socket.exists());
     assert_eq!(

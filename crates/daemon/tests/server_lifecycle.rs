@@ -3,14 +3,14 @@
 //! folder and socket modes, the pid file, READY=1, SIGTERM and idle exit.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod server_support;
+mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixDatagram, UnixListener};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use server_support::{Daemon, base_args, bin, spawn_logged, wait_exit};
+use support::{Daemon, base_args, bin, spawn_logged, wait_exit};
 
 fn mode(p: &std::path::Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
@@ -29,7 +29,7 @@ fn a_second_daemon_on_the_same_state_exits_naming_the_holder() {
     assert!(started.elapsed() < Duration::from_secs(5));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains(&format!("pid {}", d.child.id())),
+        err.contains(&format!("pid {}", d.pid())),
         "the error names the holder: {err}"
     );
     assert!(!other_socket.exists(), "the loser touched no socket");
@@ -72,7 +72,7 @@ fn racing_daemons_end_with_one_serving() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(exited, 3, "three losers exit");
-    let reply = server_support::raw_call(&socket, b"qpci.test.SetFeature+x dom0 name dom0\0v");
+    let reply = support::raw_call(&socket, b"qpci.test.SetFeature+x dom0 name dom0\0v");
     assert_eq!(reply, b"0\0");
     for (c, _) in &mut children {
         let _ = c.kill();
@@ -149,7 +149,7 @@ fn per_user_mode_folders_modes_pid_file_and_graceful_stop() {
         child.id().to_string()
     );
     assert!(t.path().join("xdg-state/qpci/qubes.xml.lock").exists());
-    server_support::term(&child);
+    support::term(child.id());
     let st = wait_exit(&mut child, Duration::from_secs(20)).unwrap();
     assert!(st.success());
     let n = notify.recv(&mut buf).unwrap();
@@ -191,7 +191,7 @@ fn idle_exit_stops_a_daemon_nobody_talks_to() {
             b"0\0".to_vec()
         );
     }
-    let st = wait_exit(&mut d.child, Duration::from_secs(10)).expect("idle exit");
+    let st = d.wait_exit(Duration::from_secs(10)).expect("idle exit");
     assert!(st.success());
     assert!(!d.socket.exists());
     let until = Instant::now() + Duration::from_secs(5);

@@ -4,14 +4,14 @@
 //! and the daemon keeps serving through all of it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod server_support;
+mod support;
 
 use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use qpci_api::MAX_REQUEST;
-use server_support::{Daemon, exc};
+use support::{Daemon, exc};
 
 #[test]
 fn framing_errors_close_without_reply_and_the_daemon_keeps_serving() {
@@ -255,7 +255,7 @@ fn peer_client_helper() {
     let Some(socket) = std::env::var_os("QPCID_TEST_PEER_SOCKET") else {
         return;
     };
-    let reply = server_support::raw_call(
+    let reply = support::raw_call(
         std::path::Path::new(&socket),
         b"qpci.test.SetFeature+peer dom0 name dom0\0ok",
     );

@@ -12,15 +12,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod methods_common;
-mod server_support;
-mod socket_support;
+mod support;
 
 use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use socket_support::{Qpcid, Scenario, escape, run_scenario, spec_examples};
+use support::spec_daemon;
+use support::table::{Scenario, escape, run_scenario, spec_examples};
 
 /// Every scenario on its own daemon, a few at a time (each daemon is one
 /// process and a few threads; the machine may have two cores).
@@ -32,7 +32,7 @@ fn over_the_socket(scenarios: &[Scenario]) -> Vec<String> {
                 .iter()
                 .map(|sc| {
                     s.spawn(move || {
-                        let d = Qpcid::spec_fixture(&[]);
+                        let d = spec_daemon!(&[]);
                         run_scenario(sc, |request| d.raw(request))
                     })
                 })
@@ -113,7 +113,7 @@ fn read_event(s: &mut UnixStream) -> Vec<u8> {
 
 #[test]
 fn s1_6_events_stream_over_the_socket() {
-    let d = Qpcid::spec_fixture(&[]);
+    let d = spec_daemon!(&[]);
     let mut all = UnixStream::connect(&d.socket).unwrap();
     all.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     all.write_all(b"admin.Events+ dom0 name dom0\0").unwrap();
@@ -160,7 +160,7 @@ fn s1_6_events_stream_over_the_socket() {
 
 #[test]
 fn a_reply_means_the_change_is_on_disk() {
-    let d = Qpcid::spec_fixture(&[]);
+    let d = spec_daemon!(&[]);
     let before = std::fs::read(d.qubes_xml()).unwrap();
     assert_eq!(
         d.raw(b"admin.vm.device.pci.Assign+dom0+00_1c.0-00_00.0+0x8086+0x2725++p028000 dom0 name sys-net\0device_id='0x8086:0x2725::p028000' port_id='00_1c.0-00_00.0' devclass='pci' backend_domain='dom0' mode='required' frontend_domain='sys-net' _no-strict-reset='True' _permissive='yes'"),
@@ -171,7 +171,7 @@ fn a_reply_means_the_change_is_on_disk() {
     assert!(after.contains("00_1c.0-00_00.0"), "{after}");
     // The file qpcid did not write is kept beside it (DESIGN.md "State").
     assert_eq!(
-        std::fs::read(d.state_dir.join("qubes.xml.before-qpci")).unwrap(),
+        std::fs::read(d.state.join("qubes.xml.before-qpci")).unwrap(),
         before
     );
 }

@@ -6,8 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod methods_common;
-mod server_support;
-mod socket_support;
+mod support;
 
 use std::io::{Read, Write};
 use std::net::Shutdown;
@@ -15,7 +14,8 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use qpci_api::MAX_REQUEST;
-use socket_support::{Qpcid, escape, unescape};
+use support::table::{escape, unescape};
+use support::{Daemon, spec_daemon};
 
 /// What a hostile request must get.
 enum Want {
@@ -756,12 +756,12 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-fn check(d: &Qpcid, c: &Case) -> Option<String> {
+fn check(d: &Daemon, c: &Case) -> Option<String> {
     let got = d.raw(&c.request);
     let want: Vec<u8> = match &c.want {
         Want::Closed => Vec::new(),
         Want::Bytes(text) => unescape(text).unwrap(),
-        Want::Exc(class, msg) => server_support::exc(class, msg),
+        Want::Exc(class, msg) => support::exc(class, msg),
     };
     (got != want).then(|| {
         format!(
@@ -783,7 +783,7 @@ fn check(d: &Qpcid, c: &Case) -> Option<String> {
 }
 
 /// A normal request still works.
-fn serves(d: &Qpcid) {
+fn serves(d: &Daemon) {
     assert_eq!(
         d.raw(b"admin.vm.device.pci.Assigned+ dom0 name work\0"),
         b"0\0dom0+00_14.0:0x8086:0xa0ed::p0c0330 device_id='0x8086:0xa0ed::p0c0330' port_id='00_14.0' devclass='pci' backend_domain='dom0' mode='required' frontend_domain='work'\n"
@@ -792,7 +792,7 @@ fn serves(d: &Qpcid) {
 
 #[test]
 fn hostile_requests_get_their_error_or_a_closed_connection() {
-    let mut d = Qpcid::spec_fixture(&["--request-timeout", "1"]);
+    let mut d = spec_daemon!(&["--request-timeout", "1"]);
     // One accepted change first, so the state file is qpcid's own.
     assert_eq!(
         d.raw(b"admin.vm.device.pci.Assign+dom0+00_14.0+0x8086+0xa0ed++p0c0330 dom0 name work\0mode='required'"),
@@ -821,7 +821,7 @@ fn hostile_requests_get_their_error_or_a_closed_connection() {
 
 #[test]
 fn misbehaving_clients_are_dropped_and_the_daemon_serves_on() {
-    let mut d = Qpcid::spec_fixture(&["--request-timeout", "1"]);
+    let mut d = spec_daemon!(&["--request-timeout", "1"]);
     assert_eq!(
         d.raw(b"admin.vm.device.pci.Assign+dom0+00_14.0+0x8086+0xa0ed++p0c0330 dom0 name work\0mode='required'"),
         b"0\0"

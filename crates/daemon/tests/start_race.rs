@@ -11,8 +11,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod methods_common;
-mod server_support;
-mod socket_support;
+mod support;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -23,7 +22,8 @@ use std::sync::mpsc;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use socket_support::{Qpcid, escape};
+use support::Daemon;
+use support::table::escape;
 
 /// Qubes, and clients per round.
 const QUBES: usize = 64;
@@ -100,7 +100,7 @@ fn call(socket: &Path, method_arg: &str, dest: &str, payload: &str) -> Result<Ve
     Ok(out)
 }
 
-fn ok(d: &Qpcid, method_arg: &str, dest: &str, payload: &str) -> String {
+fn ok(d: &Daemon, method_arg: &str, dest: &str, payload: &str) -> String {
     let reply = call(&d.socket, method_arg, dest, payload).unwrap();
     let text = String::from_utf8(reply).unwrap();
     assert!(text.starts_with("0\0"), "{method_arg} {dest}: {text:?}");
@@ -108,8 +108,8 @@ fn ok(d: &Qpcid, method_arg: &str, dest: &str, payload: &str) -> String {
 }
 
 /// The daemon with the 64 qubes, each assigned the shared device.
-fn daemon() -> Qpcid {
-    let d = Qpcid::start(
+fn daemon() -> Daemon {
+    let d = Daemon::start_on(
         &methods_common::topology(),
         methods_common::PCI_IDS,
         Some(&qubes_xml()),
@@ -133,7 +133,7 @@ type Outcome = Result<Done, String>;
 
 /// The refusal a losing start must get.
 fn held(qube: &str, device: &str, holder: &str) -> Vec<u8> {
-    server_support::exc(
+    support::exc(
         "QubesException",
         &format!(
             "Cannot start {qube}: pci device {device} is in use by {holder}, which is running; shut {holder} down first"
@@ -153,7 +153,7 @@ struct Tally {
 
 /// Runs one round; `writers`: odd clients assign/unassign the other device
 /// on the qube of the even client before them instead of starting.
-fn round(d: &Qpcid, n: usize, writers: bool, tally: &mut Tally) {
+fn round(d: &Daemon, n: usize, writers: bool, tally: &mut Tally) {
     let barrier = Arc::new(Barrier::new(QUBES));
     let (tx, rx) = mpsc::channel::<Outcome>();
     let started = Instant::now();
@@ -294,7 +294,7 @@ fn round(d: &Qpcid, n: usize, writers: bool, tally: &mut Tally) {
     assert!(state.ends_with("power_state=Halted"), "{state}");
 }
 
-fn tail(d: &Qpcid) -> Vec<String> {
+fn tail(d: &Daemon) -> Vec<String> {
     let lines = d.log_lines();
     lines[lines.len().saturating_sub(30)..].to_vec()
 }
