@@ -34,7 +34,7 @@ fn user_story_through_the_cli() {
     topology.xen_dom0();
     let tree = topology.build();
     let dir = tempfile::tempdir().unwrap();
-    let Some(mut d) = Daemon::start(dir.path(), tree.root(), &[]) else {
+    let Some(d) = Daemon::start(dir.path(), tree.root(), &[]) else {
         return;
     };
 
@@ -162,7 +162,6 @@ fn user_story_through_the_cli() {
 
     // Persistence across a daemon restart.
     let before = ok(&d, "qvm-pci", &["list", "-s"]);
-    d.stop();
     drop(d);
     let Some(d) = Daemon::start(dir.path(), tree.root(), &[]) else {
         panic!("qpcid did not restart");

@@ -7,8 +7,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 // Not every test binary uses every helper.
 #[allow(unused_imports)]
@@ -19,63 +18,34 @@ pub fn unavailable<T>(why: &str) -> Option<T> {
     qpci_fixture::daemon::unavailable("an end-to-end test", why)
 }
 
-/// A running qpcid on a temporary socket and state folder.
+/// A running qpcid on a temporary socket and state folder; killed on drop
+/// (SIGKILL: state is durable after every reply).
 pub struct Daemon {
-    child: Child,
+    _qpcid: qpci_fixture::daemon::Daemon,
     pub socket: PathBuf,
-    pub state: PathBuf,
-    pub root: PathBuf,
-    pub log: PathBuf,
 }
 
 impl Daemon {
     /// Starts qpcid on `dir/qubesd.sock` with state `dir/state` and host
-    /// tree `root` (sim backend); `None` when qpcid is unavailable.
+    /// tree `root` (sim backend, at debug unless `extra` sets the log
+    /// level); `None` when qpcid is unavailable.
     pub fn start(dir: &Path, root: &Path, extra: &[&str]) -> Option<Self> {
         let Some(qpcid) = qpcid() else {
             return unavailable("qpcid does not build");
         };
-        let socket = dir.join("qubesd.sock");
-        let state = dir.join("state");
-        let log = dir.join("qpcid.log");
-        std::fs::create_dir_all(&state).unwrap();
-        let log_file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(qpcid)
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--state-dir")
-            .arg(&state)
-            .arg("--sysfs-root")
-            .arg(root)
-            .args(["--backend", "sim"])
-            .args(if extra.contains(&"--log-level") {
-                &[][..]
-            } else {
-                &["--log-level", "debug"][..]
-            })
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().unwrap())
-            .stderr(log_file)
-            .spawn()
-            .unwrap();
-        let mut d = Self {
-            child,
-            socket,
-            state,
-            root: root.to_owned(),
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !answers(&d.socket) {
-            if Instant::now() > deadline || d.child.try_wait().ok().flatten().is_some() {
-                let log = std::fs::read_to_string(&d.log).unwrap_or_default();
-                d.stop();
-                return unavailable(&format!("qpcid did not come up:\n{log}"));
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let (mut cmd, socket, _) = qpci_fixture::daemon::qpcid_layout(&qpcid, dir, root);
+        cmd.args(["--backend", "sim"]);
+        if !extra.contains(&"--log-level") {
+            cmd.args(["--log-level", "debug"]);
         }
-        Some(d)
+        cmd.args(extra);
+        match qpci_fixture::daemon::Daemon::spawn(cmd, &socket) {
+            Ok(qpcid) => Some(Self {
+                _qpcid: qpcid,
+                socket,
+            }),
+            Err(why) => unavailable(&format!("qpcid did not come up: {why}")),
+        }
     }
 
     /// A tool binary pointed at this daemon.
@@ -84,17 +54,5 @@ impl Daemon {
         cmd.env("QPCI_SOCKET", &self.socket).args(args);
         cmd.timeout(Duration::from_secs(30));
         cmd
-    }
-
-    /// Stops the daemon (SIGKILL; state is durable after every reply).
-    pub fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.stop();
     }
 }

@@ -8,10 +8,7 @@
 //! with a note, unless `QPCI_E2E_REQUIRED=1`.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use qpci_api::Client;
 use qpci_fixture::HostTree;
@@ -26,13 +23,12 @@ pub fn unavailable<T>(why: &str) -> Option<T> {
     qpci_fixture::daemon::unavailable("a GUI test", why)
 }
 
-/// A running qpcid with its folders and host tree.
+/// A running qpcid (killed on drop) with its folders and host tree.
 pub struct Daemon {
-    child: Child,
+    _qpcid: qpci_fixture::daemon::Daemon,
     pub dir: tempfile::TempDir,
     pub tree: HostTree,
     pub socket: PathBuf,
-    pub log: PathBuf,
 }
 
 /// The laptop fixture (KVM: IOMMU groups; a host bridge, root ports, a
@@ -49,43 +45,21 @@ impl Daemon {
             return unavailable("qpcid does not build");
         };
         let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("qubesd.sock");
-        let state = dir.path().join("state");
-        let log = dir.path().join("qpcid.log");
-        std::fs::create_dir_all(&state).unwrap();
+        let (mut cmd, socket, _) =
+            qpci_fixture::daemon::qpcid_layout(&qpcid, dir.path(), tree.root());
         let ids = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pci.ids");
-        let log_file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(qpcid)
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--state-dir")
-            .arg(&state)
-            .arg("--sysfs-root")
-            .arg(tree.root())
-            .arg("--pci-ids")
+        cmd.arg("--pci-ids")
             .arg(&ids)
-            .args(["--backend", "sim", "--log-level", "info"])
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().unwrap())
-            .stderr(log_file)
-            .spawn()
-            .unwrap();
-        let mut d = Self {
-            child,
-            dir,
-            tree,
-            socket,
-            log,
+            .args(["--backend", "sim", "--log-level", "info"]);
+        let d = match qpci_fixture::daemon::Daemon::spawn(cmd, &socket) {
+            Ok(qpcid) => Self {
+                _qpcid: qpcid,
+                dir,
+                tree,
+                socket,
+            },
+            Err(why) => return unavailable(&format!("qpcid did not come up: {why}")),
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while UnixStream::connect(&d.socket).is_err() {
-            if Instant::now() > deadline || d.child.try_wait().ok().flatten().is_some() {
-                let log = std::fs::read_to_string(&d.log).unwrap_or_default();
-                d.stop();
-                return unavailable(&format!("qpcid did not come up:\n{log}"));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
         d.ok(
             "admin.vm.Create.TemplateVM",
             "",
@@ -124,17 +98,5 @@ impl Daemon {
     /// A property's `Get` reply.
     pub fn prop(&self, qube: &str, name: &str) -> String {
         String::from_utf8(self.ok("admin.vm.property.Get", name, qube, b"")).unwrap()
-    }
-
-    /// Stops the daemon.
-    pub fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
