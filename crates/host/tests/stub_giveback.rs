@@ -91,20 +91,7 @@ fn virtio_goes_back_to_virtio_pci_with_a_no_reset_warning() {
 
 #[test]
 fn an_unloaded_module_is_loaded_and_its_driver_bound() {
-    let mut t = topology();
-    t.device("0000:02:00.0")
-        .driver("vfio-pci")
-        .driver_override("vfio-pci");
-    let tree = t.build();
-    let mut m = Modules::new(RELEASE);
-    m.module(
-        "iwlwifi",
-        "kernel/drivers/net/wireless/intel/iwlwifi/iwlwifi.ko",
-    )
-    .alias("pci:v00008086d00002723sv*sd*bc*sc*i*")
-    .driver("iwlwifi");
-    m.write_to(&tree);
-    write_loaded_module(&tree, "vfio_pci", &["vfio-pci".into()], false, true);
+    let tree = wifi_on_vfio();
     let (res, calls, _) = give_back(&tree, &req("0000:02:00.0"), &Guards::default(), Fault::None);
     assert_eq!(calls, vec!["iwlwifi"]);
     assert_eq!(res.unwrap().driver.as_deref(), Some("iwlwifi"));

@@ -17,7 +17,7 @@ use std::ffi::OsString;
 use std::time::Duration;
 
 use qpci_fixture::HostTree;
-use qpci_fixture::modules::{Modules, write_loaded_module};
+use qpci_fixture::modules::Modules;
 use qpci_host::stub::{
     BindFailure, CommandRunner, EmulatedKernel, Engine, FakeModprobe, GiveBackRequest, Guards,
     ModprobeRunner, Stub, StubError,
@@ -175,25 +175,6 @@ fn the_command_seam_loads_the_stub_when_it_registers_the_driver() {
     bind_with(&tree, Stub::VfioPci, &sh(&script)).unwrap();
     assert_eq!(driver(&tree, "0000:00:14.0").as_deref(), Some("vfio-pci"));
     assert_eq!(driver(&tree, "0000:00:03.0").as_deref(), Some("vfio-pci"));
-}
-
-/// A device on vfio-pci whose host driver (iwlwifi) is not loaded.
-fn wifi_on_vfio() -> HostTree {
-    let mut t = topology();
-    t.device("0000:02:00.0")
-        .driver("vfio-pci")
-        .driver_override("vfio-pci");
-    let tree = t.build();
-    let mut m = Modules::new(RELEASE);
-    m.module(
-        "iwlwifi",
-        "kernel/drivers/net/wireless/intel/iwlwifi/iwlwifi.ko",
-    )
-    .alias("pci:v00008086d00002723sv*sd*bc*sc*i*")
-    .driver("iwlwifi");
-    m.write_to(&tree);
-    write_loaded_module(&tree, "vfio_pci", &["vfio-pci".into()], false, true);
-    tree
 }
 
 #[test]

@@ -8,48 +8,18 @@
 
 mod common;
 
+use common::{changed, set_memory, state};
+
 use std::path::Path;
 
-use qpci_store::{
-    BEFORE_QPCI_FILE, ChangedSet, DomainRecord, PropertyValue, QubesXml, STATE_FILE, StateFile,
-};
-
-fn parse(text: &str) -> QubesXml {
-    QubesXml::parse(text, Path::new("qubes.xml")).unwrap()
-}
+use qpci_store::{BEFORE_QPCI_FILE, ChangedSet, QubesXml, STATE_FILE, StateFile};
 
 fn on_disk(dir: &Path) -> String {
     std::fs::read_to_string(dir.join(STATE_FILE)).unwrap()
 }
 
-fn changed(qids: &[u32]) -> ChangedSet {
-    qids.iter().copied().collect()
-}
-
 fn all_qids(x: &QubesXml) -> ChangedSet {
     x.domains.iter().map(|d| d.qid).collect()
-}
-
-/// The fixture (foreign content everywhere) with `n` generated qubes added.
-fn state(n: usize) -> QubesXml {
-    let mut x = parse(&common::fixture());
-    for (k, mut d) in common::generated(n, 0)
-        .domains
-        .into_iter()
-        .skip(2)
-        .enumerate()
-    {
-        d.qid = 100 + u32::try_from(k).unwrap();
-        d.name = format!("gen-{k}");
-        d.properties.remove("template");
-        x.domains.push(d);
-    }
-    x
-}
-
-fn set_memory(d: &mut DomainRecord, v: &str) {
-    d.properties
-        .insert("memory".into(), PropertyValue::Text(v.into()));
 }
 
 /// A folder holding `x` as our writer saved it (the lock released again).

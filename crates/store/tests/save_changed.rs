@@ -6,44 +6,12 @@
 
 mod common;
 
-use std::path::Path;
+use common::{changed, set_memory, state};
 
-use qpci_store::{
-    BEFORE_QPCI_FILE, ChangedSet, DomainRecord, PropertyValue, QubesXml, StateFile, StoreError,
-};
-
-fn parse(text: &str) -> QubesXml {
-    QubesXml::parse(text, Path::new("qubes.xml")).unwrap()
-}
+use qpci_store::{BEFORE_QPCI_FILE, ChangedSet, PropertyValue, QubesXml, StateFile, StoreError};
 
 fn on_disk(sf: &StateFile) -> String {
     std::fs::read_to_string(sf.path()).unwrap()
-}
-
-fn changed(qids: &[u32]) -> ChangedSet {
-    qids.iter().copied().collect()
-}
-
-/// The fixture (foreign content everywhere) with `n` generated qubes added.
-fn state(n: usize) -> QubesXml {
-    let mut x = parse(&common::fixture());
-    for (k, mut d) in common::generated(n, 0)
-        .domains
-        .into_iter()
-        .skip(2)
-        .enumerate()
-    {
-        d.qid = 100 + u32::try_from(k).unwrap();
-        d.name = format!("gen-{k}");
-        d.properties.remove("template");
-        x.domains.push(d);
-    }
-    x
-}
-
-fn set_memory(d: &mut DomainRecord, v: &str) {
-    d.properties
-        .insert("memory".into(), PropertyValue::Text(v.into()));
 }
 
 #[test]

@@ -167,3 +167,22 @@ pub fn driver(tree: &HostTree, a: &str) -> Option<String> {
 pub fn read(tree: &HostTree, rel: &str) -> String {
     fs::read_to_string(tree.path(rel)).unwrap()
 }
+
+/// A device on vfio-pci whose host driver (iwlwifi) is not loaded.
+pub fn wifi_on_vfio() -> HostTree {
+    let mut t = topology();
+    t.device("0000:02:00.0")
+        .driver("vfio-pci")
+        .driver_override("vfio-pci");
+    let tree = t.build();
+    let mut m = Modules::new(RELEASE);
+    m.module(
+        "iwlwifi",
+        "kernel/drivers/net/wireless/intel/iwlwifi/iwlwifi.ko",
+    )
+    .alias("pci:v00008086d00002723sv*sd*bc*sc*i*")
+    .driver("iwlwifi");
+    m.write_to(&tree);
+    write_loaded_module(&tree, "vfio_pci", &["vfio-pci".into()], false, true);
+    tree
+}

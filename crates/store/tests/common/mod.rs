@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use qpci_store::{QubesXml, testing};
+use qpci_store::{ChangedSet, DomainRecord, PropertyValue, QubesXml, testing};
 
 /// The realistic fixture.
 pub fn fixture() -> String {
@@ -71,4 +71,32 @@ pub fn tree(text: &str) -> Vec<N> {
 /// A generated state: `n` AppVMs with two PCI devices each, plus dom0 and a template.
 pub fn generated(n: usize, variant: u32) -> QubesXml {
     testing::generated(&testing::Shape::TEST, n, variant)
+}
+
+/// Parses a state text that must be valid.
+pub fn parse(text: &str) -> QubesXml {
+    QubesXml::parse(text, Path::new("qubes.xml")).unwrap()
+}
+
+/// The set of these qids.
+pub fn changed(qids: &[u32]) -> ChangedSet {
+    qids.iter().copied().collect()
+}
+
+/// The fixture (foreign content everywhere) with `n` generated qubes added.
+pub fn state(n: usize) -> QubesXml {
+    let mut x = parse(&fixture());
+    for (k, mut d) in generated(n, 0).domains.into_iter().skip(2).enumerate() {
+        d.qid = 100 + u32::try_from(k).unwrap();
+        d.name = format!("gen-{k}");
+        d.properties.remove("template");
+        x.domains.push(d);
+    }
+    x
+}
+
+/// Sets a domain's `memory` property.
+pub fn set_memory(d: &mut DomainRecord, v: &str) {
+    d.properties
+        .insert("memory".into(), PropertyValue::Text(v.into()));
 }
