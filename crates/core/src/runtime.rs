@@ -136,6 +136,15 @@ impl RuntimeState {
         );
     }
 
+    /// Sets how the active `qube` runs (paused or running again); its
+    /// devices stay as they are, so a paused qube still holds them. Returns
+    /// the previous run state, or `None` (nothing changed) when `qube` is
+    /// not active.
+    pub fn set_run_state(&mut self, qube: &QubeName, state: RunState) -> Option<RunState> {
+        let active = self.qubes.get_mut(qube)?;
+        Some(std::mem::replace(&mut active.state, state))
+    }
+
     /// Records `qube` as halted; returns the devices it held (which stay on
     /// the stub driver, DESIGN.md M8).
     pub fn record_halted(&mut self, qube: &QubeName) -> Vec<AttachedDevice> {

@@ -16,6 +16,11 @@
 //! - **Shutdown and kill** destroy the domain (the devices stay on the stub)
 //!   and, with [`DomainLifetime::UntilHalt`] (the default), undefine it: a
 //!   halted qube leaves nothing behind in libvirt, `qubes.xml` is the truth.
+//! - **Pause and unpause** suspend and resume the domain
+//!   (`virDomainSuspend`/`virDomainResume`) and record the qube paused or
+//!   running again; a paused qube keeps its devices (they stay on the stub
+//!   and count as held). A domain libvirt reports paused at open is a
+//!   paused qube.
 //! - **Detach** of a device on a running qube is a live hot-unplug
 //!   (`virDomainDetachDeviceFlags` with the hostdev as libvirt reports it,
 //!   `VIR_DOMAIN_AFFECT_LIVE`); the device stays on the stub. The backend
@@ -40,16 +45,16 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use virt::connect::Connect;
-use virt::domain::Domain;
+use virt::domain::{Domain, DomainState};
 use virt::error::{Error as VirtError, ErrorNumber};
 
 use qpci_host::Inventory;
 use qpci_types::{PciAddress, QubeName};
 
 use super::sim::{open_runtime, save_runtime, write_durably};
-use super::{Hypervisor, HypervisorError, check_can_start};
+use super::{Hypervisor, HypervisorError, check_can_start, check_run_state};
 use crate::policy::StartPlan;
-use crate::runtime::{AttachedDevice, RuntimeState};
+use crate::runtime::{AttachedDevice, RunState, RuntimeState};
 
 pub use reconcile::Reconciliation;
 
@@ -311,6 +316,55 @@ impl LibvirtHypervisor {
         self.commit(|rt| Some(rt.record_halted(qube)), || unreachable_none(qube))
     }
 
+    /// Suspends (`to` paused) or resumes the domain of `qube`, then records
+    /// its new run state; when the record fails the domain is put back, so
+    /// libvirt and the runtime file agree.
+    fn set_run_state(&mut self, qube: &QubeName, to: RunState) -> Result<(), HypervisorError> {
+        if !check_run_state(&self.runtime, qube, to)? {
+            return Ok(());
+        }
+        let devices: Vec<PciAddress> = self
+            .runtime
+            .attached(qube)
+            .iter()
+            .map(|d| d.address)
+            .collect();
+        let (action, wanted) = match to {
+            RunState::Paused => ("pause", DomainState::Paused),
+            RunState::Running => ("unpause", DomainState::Running),
+        };
+        let Some(dom) = self.lookup(qube, action)? else {
+            return Err(self.error(
+                action,
+                qube,
+                &devices,
+                format!("libvirt has no domain named {qube}; kill the qube to clear it"),
+            ));
+        };
+        let act = |dom: &Domain, to: RunState| match to {
+            RunState::Paused => dom.suspend(),
+            RunState::Running => dom.resume(),
+        };
+        // A domain already in the wanted state (paused or resumed outside
+        // qpcid) is what was asked for, whatever libvirt says of the call.
+        if let Err(e) = act(&dom, to)
+            && !dom.state().is_ok_and(|(s, _)| s.is(wanted))
+        {
+            return Err(self.error(action, qube, &devices, message(&e)));
+        }
+        let recorded = self.commit(|rt| rt.set_run_state(qube, to), || unreachable_none(qube));
+        if recorded.is_err() {
+            let back = match to {
+                RunState::Paused => RunState::Running,
+                RunState::Running => RunState::Paused,
+            };
+            if let Err(e) = act(&dom, back) {
+                tracing::error!(%qube, "recording the {action} failed, and undoing it in libvirt failed too: {}", message(&e));
+            }
+        }
+        recorded.map(|_| ())
+    }
+
     /// Waits until `address` left the live XML of `dom`; `Ok(false)` when it
     /// is still there after the wait.
     fn wait_unplugged(
@@ -434,6 +488,14 @@ impl Hypervisor for LibvirtHypervisor {
 
     fn kill(&mut self, qube: &QubeName) -> Result<Vec<AttachedDevice>, HypervisorError> {
         self.stop(qube, "kill")
+    }
+
+    fn pause(&mut self, qube: &QubeName) -> Result<(), HypervisorError> {
+        self.set_run_state(qube, RunState::Paused)
+    }
+
+    fn unpause(&mut self, qube: &QubeName) -> Result<(), HypervisorError> {
+        self.set_run_state(qube, RunState::Running)
     }
 
     fn detach(

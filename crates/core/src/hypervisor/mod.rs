@@ -18,7 +18,7 @@ use qpci_types::{PciAddress, QubeName};
 
 use crate::policy::StartPlan;
 use crate::registry::PowerState;
-use crate::runtime::{AttachedDevice, RuntimeError, RuntimeState};
+use crate::runtime::{AttachedDevice, RunState, RuntimeError, RuntimeState};
 
 #[cfg(feature = "libvirt")]
 pub use libvirt::{
@@ -73,6 +73,9 @@ pub enum HypervisorError {
     /// Stop of a qube that does not run.
     #[error("{0} is not running")]
     NotRunning(QubeName),
+    /// Unpause of a qube that is not paused.
+    #[error("{0} is not paused")]
+    NotPaused(QubeName),
     /// Start with a device another qube holds (the policy should have
     /// refused; the backend checks again).
     #[error("device {address} is held by {holder}")]
@@ -145,6 +148,25 @@ fn check_can_start(runtime: &RuntimeState, plan: &StartPlan) -> Result<(), Hyper
     Ok(())
 }
 
+/// The backend-independent pause/unpause check: `Ok(true)` when `qube`
+/// has to go to `to`, `Ok(false)` when it is already there (a pause of a
+/// paused qube), the error when it cannot (a pause of a halted qube, an
+/// unpause of one that is not paused).
+fn check_run_state(
+    runtime: &RuntimeState,
+    qube: &QubeName,
+    to: RunState,
+) -> Result<bool, HypervisorError> {
+    let now = runtime.qubes.get(qube).map(|q| q.state);
+    match (to, now) {
+        (RunState::Paused, Some(RunState::Running))
+        | (RunState::Running, Some(RunState::Paused)) => Ok(true),
+        (RunState::Paused, Some(RunState::Paused)) => Ok(false),
+        (RunState::Paused, None) => Err(HypervisorError::NotRunning(qube.clone())),
+        (RunState::Running, _) => Err(HypervisorError::NotPaused(qube.clone())),
+    }
+}
+
 /// A hypervisor backend.
 pub trait Hypervisor {
     /// Starts a qube per `plan`, with `domain_xml` as its domain definition;
@@ -157,6 +179,14 @@ pub trait Hypervisor {
 
     /// Destroys a qube at once; returns the devices it held (left on the stub).
     fn kill(&mut self, qube: &QubeName) -> Result<Vec<AttachedDevice>, HypervisorError>;
+
+    /// Pauses a running qube and records it paused, as durably as a start.
+    /// It keeps its devices: they stay on the stub and count as held (M8).
+    /// Pausing a paused qube changes nothing.
+    fn pause(&mut self, qube: &QubeName) -> Result<(), HypervisorError>;
+
+    /// Lets a paused qube run again, with the devices it held.
+    fn unpause(&mut self, qube: &QubeName) -> Result<(), HypervisorError>;
 
     /// Detaches one device from a running qube; it stays on the stub.
     fn detach(

@@ -2,7 +2,8 @@
 //!
 //! A start stores the plan (`<state>/sim/<qube>.plan.json`) and the domain
 //! XML (`<state>/sim/<qube>.xml`) for inspection and records the qube as
-//! running in `<state>/sim-runtime.json`. Nothing is written to the host.
+//! running in `<state>/sim-runtime.json`; a pause or unpause only changes
+//! the qube's recorded state there. Nothing is written to the host.
 //!
 //! `sim-runtime.json` is as durable as the state (temp file, fsync, rename,
 //! fsync the folder, via `qpci_store::write_atomic`), so a daemon restart
@@ -20,9 +21,9 @@ use serde::{Deserialize, Serialize};
 
 use qpci_types::{PciAddress, QubeName};
 
-use super::{Hypervisor, HypervisorError, check_can_start};
+use super::{Hypervisor, HypervisorError, check_can_start, check_run_state};
 use crate::policy::StartPlan;
-use crate::runtime::{ActiveQube, AttachedDevice, RuntimeState};
+use crate::runtime::{ActiveQube, AttachedDevice, RunState, RuntimeState};
 
 /// The runtime file's name in the state folder.
 pub const SIM_RUNTIME_FILE: &str = "sim-runtime.json";
@@ -106,6 +107,17 @@ impl SimHypervisor {
         }
         self.commit(|rt| Ok(rt.record_halted(qube)))
     }
+
+    /// Records the pause or unpause in `sim-runtime.json`.
+    fn set_run_state(&mut self, qube: &QubeName, to: RunState) -> Result<(), HypervisorError> {
+        if !check_run_state(&self.runtime, qube, to)? {
+            return Ok(());
+        }
+        self.commit(|rt| {
+            rt.set_run_state(qube, to);
+            Ok(())
+        })
+    }
 }
 
 impl Hypervisor for SimHypervisor {
@@ -139,6 +151,14 @@ impl Hypervisor for SimHypervisor {
 
     fn kill(&mut self, qube: &QubeName) -> Result<Vec<AttachedDevice>, HypervisorError> {
         self.stop(qube)
+    }
+
+    fn pause(&mut self, qube: &QubeName) -> Result<(), HypervisorError> {
+        self.set_run_state(qube, RunState::Paused)
+    }
+
+    fn unpause(&mut self, qube: &QubeName) -> Result<(), HypervisorError> {
+        self.set_run_state(qube, RunState::Running)
     }
 
     fn detach(
