@@ -317,30 +317,38 @@ fn kill(ctx: &mut Ctx<'_>, call: &Call) -> Result<Outcome, Exc> {
     )]))
 }
 
-/// The hypervisor backends do not pause yet.
-fn pause_unsupported(what: &str) -> Exc {
-    Exc::new(
-        "QubesVMError",
-        format!("{what} is not supported by qpcid's hypervisor backend"),
-    )
+/// A backend failure of a pause or unpause, as Qubes reports a failed
+/// hypervisor call.
+fn backend_exc(e: qpci_core::hypervisor::HypervisorError) -> Exc {
+    Exc::new("QubesException", OrchestrateError::Backend(e).wire_text())
 }
 
-/// `admin.vm.Pause`: a paused qube is a no-op.
+/// `admin.vm.Pause` (§9.13): a running qube is paused and keeps its
+/// devices (still on the stub, still held); a paused qube is a no-op
+/// (§9.16 item 5). Qubes fires `domain-paused` once the domain is paused.
 fn pause(ctx: &mut Ctx<'_>, call: &Call) -> Result<Outcome, Exc> {
     let dest = &call.dest;
     if dest.is_dom0() {
         return Err(Exc::new("QubesVMError", "Cannot pause Dom0 fake domain!"));
     }
     match ctx.hypervisor.state(dest) {
-        PowerState::Paused => Ok(Outcome::default()),
+        PowerState::Paused => Ok(runtime_change(Vec::new())),
         PowerState::Halted | PowerState::Crashed => {
             Err(refused(&Refusal::NotRunning(dest.clone())))
         }
-        _ => Err(pause_unsupported("Pause")),
+        _ => {
+            ctx.hypervisor.pause(dest).map_err(backend_exc)?;
+            Ok(runtime_change(vec![event(
+                dest.as_str(),
+                "domain-paused",
+                &[],
+            )]))
+        }
     }
 }
 
-/// `admin.vm.Unpause`: only a paused qube can be unpaused.
+/// `admin.vm.Unpause` (§9.13): only a paused qube can be unpaused; it runs
+/// again with its devices. Qubes fires `domain-unpaused`.
 fn unpause(ctx: &mut Ctx<'_>, call: &Call) -> Result<Outcome, Exc> {
     let dest = &call.dest;
     if dest.is_dom0() || ctx.hypervisor.state(dest) != PowerState::Paused {
@@ -352,7 +360,12 @@ fn unpause(ctx: &mut Ctx<'_>, call: &Call) -> Result<Outcome, Exc> {
             ),
         ));
     }
-    Err(pause_unsupported("Unpause"))
+    ctx.hypervisor.unpause(dest).map_err(backend_exc)?;
+    Ok(runtime_change(vec![event(
+        dest.as_str(),
+        "domain-unpaused",
+        &[],
+    )]))
 }
 
 /// `admin.vm.CurrentState`: `mem=<KiB> mem_static_max=<KiB> cputime=<ns>
