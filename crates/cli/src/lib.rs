@@ -1,7 +1,8 @@
 //! The qvm-* command-line tools of qpci: `qvm-pci` and `qvm-device pci`,
 //! `qvm-ls`, `qvm-prefs`, `qvm-create`, `qvm-remove`, `qvm-start`,
-//! `qvm-shutdown` and `qvm-kill`, with Qubes' arguments, output and exit
-//! codes (spec/qvm-tools.md), talking to qpcid over the Admin API.
+//! `qvm-shutdown`, `qvm-kill`, `qvm-pause` and `qvm-unpause`, with Qubes'
+//! arguments, output and exit codes (spec/qvm-tools.md), talking to qpcid
+//! over the Admin API.
 //!
 //! A run has two stages, as in ripgrep: parsing checks the command line
 //! without any I/O (`--help` needs nothing else), then the command resolves

@@ -1,11 +1,12 @@
 //! The qube-management tools: `qvm-ls`, `qvm-prefs`, `qvm-create`,
 //! `qvm-remove`, `qvm-start`, `qvm-shutdown`, `qvm-kill`
-//! (spec/qvm-tools.md §3–§9). Each parses with [`crate::argparse`] (no I/O),
+//! (spec/qvm-tools.md §3–§9), `qvm-pause`, `qvm-unpause`. Each parses with [`crate::argparse`] (no I/O),
 //! then talks to the daemon through [`Admin`].
 
 pub mod create;
 pub mod ls;
 mod ls_columns;
+pub mod pause;
 pub mod power;
 pub mod prefs;
 pub mod remove;
@@ -41,11 +42,15 @@ pub enum Kind {
     Shutdown,
     /// `qvm-kill`.
     Kill,
+    /// `qvm-pause`.
+    Pause,
+    /// `qvm-unpause`.
+    Unpause,
 }
 
 impl Kind {
     /// Every tool of this module.
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Ls,
         Kind::Prefs,
         Kind::Create,
@@ -53,6 +58,8 @@ impl Kind {
         Kind::Start,
         Kind::Shutdown,
         Kind::Kill,
+        Kind::Pause,
+        Kind::Unpause,
     ];
 
     /// The program name.
@@ -65,6 +72,8 @@ impl Kind {
             Kind::Start => "qvm-start",
             Kind::Shutdown => "qvm-shutdown",
             Kind::Kill => "qvm-kill",
+            Kind::Pause => "qvm-pause",
+            Kind::Unpause => "qvm-unpause",
         }
     }
 
@@ -76,6 +85,7 @@ impl Kind {
             Kind::Create => create::command(),
             Kind::Remove => remove::command(),
             Kind::Start | Kind::Shutdown | Kind::Kill => power::command(self),
+            Kind::Pause | Kind::Unpause => pause::command(self),
         }
     }
 }
@@ -181,6 +191,8 @@ pub fn run(
         Kind::Start => power::start(&mut ctx),
         Kind::Shutdown => power::shutdown(&mut ctx),
         Kind::Kill => power::kill(&mut ctx),
+        Kind::Pause => pause::pause(&mut ctx),
+        Kind::Unpause => pause::unpause(&mut ctx),
     }
 }
 

@@ -21,6 +21,8 @@ pub fn bin_path(bin: &str) -> PathBuf {
         "qvm-start" => env!("CARGO_BIN_EXE_qvm-start"),
         "qvm-shutdown" => env!("CARGO_BIN_EXE_qvm-shutdown"),
         "qvm-kill" => env!("CARGO_BIN_EXE_qvm-kill"),
+        "qvm-pause" => env!("CARGO_BIN_EXE_qvm-pause"),
+        "qvm-unpause" => env!("CARGO_BIN_EXE_qvm-unpause"),
         other => panic!("no binary {other}"),
     })
 }
