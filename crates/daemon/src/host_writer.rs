@@ -20,9 +20,10 @@
 
 use std::ffi::OsString;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use qpci_host::HostRoot;
+use qpci_host::stub::sysfs_io::root_is_real;
 use qpci_host::stub::{
     CommandRunner, EmulatedKernel, Engine, FakeModprobe, ModprobeRunner, RealWriter, RunnerError,
     SysfsWriter, WriteAccess,
@@ -101,11 +102,18 @@ impl HostWriter {
 
     /// Real writes under `root` and real module loads (`modprobe`, or the
     /// `--modprobe` command): the libvirt backend's writer.
+    ///
+    /// Over a fixture `--sysfs-root` without `--modprobe`, no module is
+    /// loaded: the system's modprobe would change the running kernel, not
+    /// the tree the writes go to.
     pub fn production(root: HostRoot, modprobe: Option<Vec<OsString>>) -> Self {
-        let runner = match modprobe {
-            Some(argv) => CommandRunner::custom(argv),
-            None => CommandRunner::system(WriteAccess::Production)
-                .unwrap_or_else(|_| CommandRunner::custom(vec!["modprobe".into()])),
+        let runner: Box<dyn ModprobeRunner> = match modprobe {
+            Some(argv) => Box::new(CommandRunner::custom(argv)),
+            None if !root_is_real(&root) => Box::new(NotThisKernel(root.dir().to_owned())),
+            None => Box::new(
+                CommandRunner::system(WriteAccess::Production)
+                    .unwrap_or_else(|_| CommandRunner::custom(vec!["modprobe".into()])),
+            ),
         };
         // With `Production` the constructor cannot refuse; compute-only is
         // the safe answer should that ever change.
@@ -118,7 +126,7 @@ impl HostWriter {
             io,
             root,
             mode: WriteMode::Production,
-            runner: Box::new(runner),
+            runner,
         }
     }
 
@@ -180,6 +188,22 @@ impl ModprobeRunner for NoLoads {
     }
 }
 
+/// The loader of a production writer over a fixture tree: refuses, since
+/// the system's modprobe would load into the running kernel.
+struct NotThisKernel(PathBuf);
+
+impl ModprobeRunner for NotThisKernel {
+    fn modprobe(&self, module: &str) -> Result<(), RunnerError> {
+        Err(RunnerError {
+            module: module.to_owned(),
+            message: format!(
+                "not run: --sysfs-root {} is not this host's /, and the system's modprobe would load into the running kernel; pass --modprobe CMD (or --emulate-kernel)",
+                self.0.display()
+            ),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,5 +242,14 @@ mod tests {
         assert_eq!(missing.kind(), io::ErrorKind::NotFound);
         assert!(!t.path().join("absent").exists());
         assert!(w.runner.modprobe("xhci_pci").is_ok());
+    }
+
+    #[test]
+    fn production_over_a_fixture_never_runs_the_systems_modprobe() {
+        let t = tempfile::tempdir().unwrap();
+        let w = HostWriter::production(HostRoot::new(t.path()), None);
+        let e = w.runner.modprobe("xen-pciback").unwrap_err();
+        assert!(e.message.contains("--modprobe CMD"), "{e}");
+        assert!(e.message.contains(&t.path().display().to_string()), "{e}");
     }
 }
