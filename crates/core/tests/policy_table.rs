@@ -605,7 +605,7 @@ fn rows_start() -> Vec<Row> {
             &[("sys-usb", Paused, &["0000:00:14.0"])],
             Xen,
             Req::Start,
-            "ERR QubesException: Cannot start work: pci device 00_14.0 (0000:00:14.0) is in use by sys-usb, which is running; shut sys-usb down first",
+            "ERR QubesException: Cannot start work: pci device 00_14.0 (0000:00:14.0) is in use by sys-usb, which is paused; kill it (qvm-kill sys-usb), or unpause it (qvm-unpause sys-usb) and shut it down first",
         ),
         row(
             "start: free after holder halted",

@@ -115,9 +115,13 @@ fn a_paused_qube_holds_its_devices_until_killed() {
 
     let e = orchestrate::start(&mut hv, &work, &inv, Xen, xml).unwrap_err();
     assert_eq!(e.exc().name(), "QubesException");
+    // A plain shutdown of a paused qube is refused: the advice is to kill
+    // or unpause it, not "shut it down".
     assert!(
-        e.wire_text()
-            .contains("pci device 00_14.0 (0000:00:14.0) is in use by sys-usb"),
+        e.wire_text().contains(
+            "pci device 00_14.0 (0000:00:14.0) is in use by sys-usb, which is paused; \
+             kill it (qvm-kill sys-usb), or unpause it (qvm-unpause sys-usb) and shut it down first"
+        ),
         "{}",
         e.wire_text()
     );

@@ -155,7 +155,7 @@ fn a_paused_qube_still_holds_its_pci_devices() {
         b"admin.vm.device.pci.Attached+ dom0 name work\0",
         b"0\0dom0+00_14.0:0x8086:0xa0ed::p0c0330 device_id='0x8086:0xa0ed::p0c0330' port_id='00_14.0' devclass='pci' backend_domain='dom0' mode='required' frontend_domain='work'\n",
     );
-    let held = b"2\0QubesException\0\0Cannot start sys-net: pci device 00_14.0 (0000:00:14.0) is in use by work";
+    let held = b"2\0QubesException\0\0Cannot start sys-net: pci device 00_14.0 (0000:00:14.0) is in use by work, which is paused; kill it (qvm-kill work)";
     let refused = fx.call(b"admin.vm.Start+ dom0 name sys-net\0");
     assert!(
         refused.starts_with(held),

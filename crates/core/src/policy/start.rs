@@ -13,7 +13,7 @@ use super::bind::{BindStep, StubDriver, bind_steps};
 use super::{
     Refusal, StartRefusal, Unavailable, Warning, describe, describe_address, device_at, join_list,
 };
-use crate::registry::{AssignMode, PciAssignment, PortSpec, Qube, VirtMode};
+use crate::registry::{AssignMode, PciAssignment, PortSpec, PowerState, Qube, VirtMode};
 use crate::runtime::{AttachedDevice, RuntimeState};
 
 /// One device the qube gets at start.
@@ -284,6 +284,7 @@ impl Ctx<'_> {
                 qube: name.clone(),
                 device: shown,
                 holder: holder.clone(),
+                paused: self.runtime.power_state(holder) == PowerState::Paused,
             });
         }
         if self.flavour == HostFlavour::Kvm && assignment.options.permissive {

@@ -43,9 +43,7 @@ pub enum StartRefusal {
         why: Unavailable,
     },
     /// A device another active qube holds (DESIGN.md M5).
-    #[error(
-        "Cannot start {qube}: pci device {device} is in use by {holder}, which is running; shut {holder} down first"
-    )]
+    #[error("Cannot start {qube}: pci device {device} is in use by {holder}, {}", held_advice(holder, *paused))]
     Held {
         /// The qube being started.
         qube: QubeName,
@@ -53,6 +51,8 @@ pub enum StartRefusal {
         device: String,
         /// The active qube holding it.
         holder: QubeName,
+        /// The holder is paused: a plain shutdown of it is refused.
+        paused: bool,
     },
     /// A dom0-critical device at start (DESIGN.md M10).
     #[error("Cannot start {qube}: pci device {device} is needed by dom0: {reason}; unassign it")]
@@ -133,5 +133,16 @@ impl StartRefusal {
     /// The exception type this refusal is sent as.
     pub fn exc(&self) -> QubesExc {
         QubesExc::QubesException
+    }
+}
+
+/// What frees a device an active qube holds.
+fn held_advice(holder: &QubeName, paused: bool) -> String {
+    if paused {
+        format!(
+            "which is paused; kill it (qvm-kill {holder}), or unpause it (qvm-unpause {holder}) and shut it down first"
+        )
+    } else {
+        format!("which is running; shut {holder} down first")
     }
 }
