@@ -12,7 +12,7 @@ use anyhow::{Context, Result, anyhow};
 use qpci_api::ext::{ListReport, METHOD_LIST};
 use qpci_api::{Client, Reply};
 
-use crate::model::{ClientModel, Dev, QState};
+use crate::model::{ClientModel, Dev, Power, QState};
 
 /// One qube as the files say.
 #[derive(Debug, Clone, Default)]
@@ -28,8 +28,11 @@ pub struct SeenQube {
 pub struct Disk {
     /// `qubes.xml`'s qubes by name.
     pub qubes: BTreeMap<String, SeenQube>,
-    /// `sim-runtime.json`: running qube -> addresses of its devices.
+    /// `sim-runtime.json`: active (running or paused) qube -> addresses
+    /// of its devices.
     pub running: BTreeMap<String, BTreeSet<String>>,
+    /// `sim-runtime.json`: the qubes recorded `Paused`.
+    pub paused: BTreeSet<String>,
 }
 
 /// Loads `qubes.xml` with qpci-store's reader and `sim-runtime.json` as JSON.
@@ -75,26 +78,61 @@ pub fn read_disk(state: &Path) -> Result<Disk> {
                     .collect()
             })
             .unwrap_or_default();
+        match q.get("state").and_then(|s| s.as_str()) {
+            Some("Running") => {}
+            Some("Paused") => {
+                disk.paused.insert(name.clone());
+            }
+            other => {
+                return Err(anyhow!(
+                    "{}: {name} has run state {other:?} (neither Running nor Paused)",
+                    rt_path.display()
+                ));
+            }
+        }
         disk.running.insert(name.clone(), devices);
     }
     Ok(disk)
 }
 
 impl Disk {
+    /// A qube's power state as `sim-runtime.json` says.
+    pub fn power_of(&self, name: &str) -> Power {
+        if self.paused.contains(name) {
+            Power::Paused
+        } else if self.running.contains_key(name) {
+            Power::Running
+        } else {
+            Power::Halted
+        }
+    }
+
     /// An owned qube's state as the files say (`virt` as written).
     pub fn state_of(&self, name: &str) -> QState {
         match self.qubes.get(name) {
             None => QState {
-                running: self.running.contains_key(name),
+                power: self.power_of(name),
                 ..QState::default()
             },
             Some(q) => QState {
                 exists: true,
                 virt: q.virt.clone(),
                 devices: q.devices.clone(),
-                running: self.running.contains_key(name),
+                power: self.power_of(name),
             },
         }
+    }
+}
+
+/// A power state as `qpci.List` sends it (`Transient`, `Halting` and the
+/// like never appear on the sim backend, so they read as a mismatch).
+pub fn power_from_list(state: &str) -> Power {
+    match state {
+        "Halted" => Power::Halted,
+        "Paused" => Power::Paused,
+        "Running" => Power::Running,
+        // Active but neither: compared as running, reported as found.
+        _ => Power::Running,
     }
 }
 
@@ -120,6 +158,10 @@ pub fn models_vs_disk<G: DerefMut<Target = ClientModel>>(
     f: &mut Findings,
 ) {
     for m in models.iter_mut() {
+        for bad in m.mispredicted.drain(..) {
+            f.violations
+                .push(format!("kill #{kill}: wrong reply: {bad}"));
+        }
         if let Some(p) = m.pending.take() {
             let found = disk.state_of(&p.qube);
             if found == p.after && found != p.before {
@@ -145,7 +187,34 @@ pub fn models_vs_disk<G: DerefMut<Target = ClientModel>>(
                 ));
             }
         }
+        kept_devices(kill, m, disk, f);
     }
+}
+
+/// An owned qube active at the last check and at this one, with no call
+/// that may have halted it in between, holds exactly the devices it held
+/// then: pausing, unpausing, Start (a no-op) or Unassign never detach.
+fn kept_devices(kill: u64, m: &mut ClientModel, disk: &Disk, f: &mut Findings) {
+    let mut now = BTreeMap::new();
+    for name in m.qubes.keys() {
+        let Some(devs) = disk.running.get(name) else {
+            continue;
+        };
+        if let Some(then) = m.attached.get(name)
+            && !m.cycled.contains(name)
+            && then != devs
+        {
+            f.violations.push(format!(
+                "kill #{kill}: client {}: {name} ({}) stayed active since the last check but its devices changed: {then:?} then, {devs:?} now\n    recent calls:\n{}",
+                m.id,
+                disk.power_of(name).name(),
+                m.history_of(name)
+            ));
+        }
+        now.insert(name.clone(), devs.clone());
+    }
+    m.attached = now;
+    m.cycled.clear();
 }
 
 /// The invariants on the files.
@@ -198,7 +267,8 @@ pub fn disk_invariants(kill: u64, state: &Path, disk: &Disk, devices: &[Dev], f:
             });
         match started_as.as_deref() {
             Some("pvh") => f.violations.push(format!(
-                "kill #{kill}: {name} runs as pvh (its start plan) with PCI devices {devs:?}"
+                "kill #{kill}: {name} ({}) runs as pvh (its start plan) with PCI devices {devs:?}",
+                disk.power_of(name).name()
             )),
             Some(_) => {}
             None => f.violations.push(format!(
@@ -275,7 +345,7 @@ pub fn api_checks<G: Deref<Target = ClientModel>>(
                 exists: true,
                 virt,
                 devices: q.assignments.iter().map(|a| a.port_id.clone()).collect(),
-                running: q.state != "Halted",
+                power: power_from_list(&q.state),
             },
         }
     };
@@ -316,17 +386,29 @@ pub fn api_checks<G: Deref<Target = ClientModel>>(
                 q.name, d.devices
             ));
         }
-        let running = q.state != "Halted";
-        if running != disk.running.contains_key(&q.name) && q.name != "dom0" {
+        if q.name == "dom0" {
+            continue;
+        }
+        let on_disk = disk.power_of(&q.name);
+        if q.state != on_disk.name() {
             f.violations.push(format!(
                 "kill #{kill}: {}: qpci.List says {} but sim-runtime.json {}",
                 q.name,
                 q.state,
-                if running {
-                    "does not run it"
-                } else {
-                    "runs it"
+                match on_disk {
+                    Power::Halted => "does not run it",
+                    Power::Running => "records it Running",
+                    Power::Paused => "records it Paused",
                 }
+            ));
+        }
+        // Running or paused, a qube holds what the runtime file says.
+        let attached: BTreeSet<String> = q.attached.iter().map(|a| a.sbdf.to_string()).collect();
+        let recorded = disk.running.get(&q.name).cloned().unwrap_or_default();
+        if attached != recorded {
+            f.violations.push(format!(
+                "kill #{kill}: {} ({}): qpci.List attached {attached:?} but sim-runtime.json {recorded:?}",
+                q.name, q.state
             ));
         }
     }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use qpci_api::{CallError, Client, RawRequest, Reply};
 
-use crate::model::{ClientModel, Dev, Pending, QState};
+use crate::model::{ClientModel, Dev, Pending, Power, QState};
 use crate::rng::Rng;
 
 /// Shared qubes that get most of the shared-pool calls.
@@ -120,9 +120,33 @@ enum Op {
     Start,
     Shutdown(bool),
     Kill,
+    Pause,
+    Unpause,
     SetVirt(&'static str),
     Create,
     Remove,
+}
+
+/// The reply the model predicts for a call on an owned qube.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// `0\0`.
+    Ok,
+    /// An exception of this class.
+    Refused(&'static str),
+    /// Depends on what the model does not track (devices held by other
+    /// clients' or shared qubes, the policy of Assign/Set).
+    Any,
+}
+
+impl Expect {
+    fn text(self) -> &'static str {
+        match self {
+            Expect::Ok => "ok",
+            Expect::Refused(c) => c,
+            Expect::Any => "anything",
+        }
+    }
 }
 
 impl Op {
@@ -147,6 +171,8 @@ impl Op {
                 "",
             ),
             Op::Kill => RawRequest::new("admin.vm.Kill", "", qube, ""),
+            Op::Pause => RawRequest::new("admin.vm.Pause", "", qube, ""),
+            Op::Unpause => RawRequest::new("admin.vm.Unpause", "", qube, ""),
             Op::SetVirt(v) => RawRequest::new("admin.vm.property.Set", "virt_mode", qube, *v),
             Op::Create => RawRequest::new(
                 "admin.vm.Create.AppVM",
@@ -168,8 +194,13 @@ impl Op {
             Op::Unassign(d) => {
                 s.devices.remove(&d.port);
             }
-            Op::Start => s.running = true,
-            Op::Shutdown(_) | Op::Kill => s.running = false,
+            // A paused qube stays paused: Start of it is a no-op.
+            Op::Start if s.power == Power::Halted => s.power = Power::Running,
+            Op::Start => {}
+            Op::Shutdown(_) | Op::Kill => s.power = Power::Halted,
+            Op::Pause if s.power == Power::Running => s.power = Power::Paused,
+            Op::Pause => {}
+            Op::Unpause => s.power = Power::Running,
             Op::SetVirt(v) => s.virt = Some((*v).to_owned()),
             Op::Create => {
                 s = QState {
@@ -180,6 +211,37 @@ impl Op {
             Op::Remove => s = QState::default(),
         }
         s
+    }
+
+    /// The reply §9.13 gives in state `before` of an owned qube (nothing
+    /// else touches it: no qube uses the owned ones as netvm, audiovm or
+    /// guivm, nothing references them).
+    fn expect(&self, before: &QState) -> Expect {
+        const NOT_STARTED: &str = "QubesVMNotStartedError";
+        const NOT_RUNNING: &str = "QubesVMNotRunningError";
+        const NOT_PAUSED: &str = "QubesVMNotPausedError";
+        const NOT_HALTED: &str = "QubesVMNotHaltedError";
+        if !before.exists {
+            return match self {
+                Op::Create => Expect::Ok,
+                _ => Expect::Refused("QubesVMNotFoundError"),
+            };
+        }
+        match (self, before.power) {
+            (Op::Start, Power::Halted) => Expect::Any,
+            (Op::Start, _) => Expect::Ok,
+            (Op::Shutdown(_) | Op::Kill, Power::Halted) => Expect::Refused(NOT_STARTED),
+            (Op::Shutdown(false), Power::Paused) => Expect::Refused(NOT_RUNNING),
+            (Op::Shutdown(_) | Op::Kill, _) => Expect::Ok,
+            (Op::Pause, Power::Halted) => Expect::Refused(NOT_RUNNING),
+            (Op::Pause, _) => Expect::Ok,
+            (Op::Unpause, Power::Paused) => Expect::Ok,
+            (Op::Unpause, _) => Expect::Refused(NOT_PAUSED),
+            (Op::Remove, Power::Halted) => Expect::Ok,
+            (Op::Remove, _) => Expect::Refused(NOT_HALTED),
+            (Op::Create, _) => Expect::Refused("QubesVMAlreadyExistsError"),
+            (Op::Assign(..) | Op::Unassign(_) | Op::SetVirt(_), _) => Expect::Any,
+        }
     }
 
     fn describe(&self, qube: &str) -> String {
@@ -194,6 +256,8 @@ impl Op {
             Op::Start => format!("Start {qube}"),
             Op::Shutdown(f) => format!("Shutdown{} {qube}", if *f { "+force" } else { "" }),
             Op::Kill => format!("Kill {qube}"),
+            Op::Pause => format!("Pause {qube}"),
+            Op::Unpause => format!("Unpause {qube}"),
             Op::SetVirt(v) => format!("Set {qube} virt_mode={v}"),
             Op::Create => format!("Create {qube}"),
             Op::Remove => format!("Remove {qube}"),
@@ -204,7 +268,8 @@ impl Op {
 /// How a call ended.
 enum Outcome {
     Ok,
-    Refused(String),
+    /// An exception reply: class, message.
+    Refused(String, String),
     /// Never delivered: nothing listened.
     NotSent,
     /// Delivered, no reply: in flight at the kill.
@@ -217,7 +282,7 @@ fn call(client: &Client, control: &Control, req: &RawRequest) -> Outcome {
     control.in_flight.fetch_sub(1, Ordering::SeqCst);
     match r {
         Ok(Reply::Ok(_)) => Outcome::Ok,
-        Ok(Reply::Exception(e)) => Outcome::Refused(format!("{}: {}", e.class, e.message)),
+        Ok(Reply::Exception(e)) => Outcome::Refused(e.class, e.message),
         Err(CallError::Connect { .. }) => Outcome::NotSent,
         Err(e) => Outcome::Unknown(e.to_string()),
     }
@@ -247,24 +312,37 @@ fn step(cx: &mut ClientCtx, client: &Client, life: u64) -> bool {
     let mut m = model.lock().unwrap_or_else(|p| p.into_inner());
     let (qube, op) = pick_owned(cx, &mut m);
     let before = m.qubes.get(&qube).cloned().unwrap_or_default();
-    let after = op.predict(&before);
+    let expect = op.expect(&before);
+    let predicted = op.predict(&before);
     let what = op.describe(&qube);
     let outcome = call(client, &cx.control, &op.request(&qube));
     note_explain(cx, &op, &qube, &outcome, life);
+    if matches!(op, Op::Shutdown(_) | Op::Kill | Op::Remove)
+        && !matches!(outcome, Outcome::Refused(..) | Outcome::NotSent)
+    {
+        m.cycled.insert(qube.clone());
+    }
+    count_power(&mut m, &op, &outcome);
+    let on_paused = before.power == Power::Paused;
     match outcome {
         Outcome::Ok => {
             m.stats.acked += 1;
             m.stats.unchecked += 1;
-            if before.virt != after.virt {
+            judge_reply(&mut m, expect, None, &what, life, on_paused);
+            if before.virt != predicted.virt {
                 m.touched.insert(qube.clone());
             }
-            m.qubes.insert(qube.clone(), after);
+            m.qubes.insert(qube.clone(), predicted);
             m.note(&qube, format!("life {life}: {what} -> ok"));
             true
         }
-        Outcome::Refused(why) => {
+        Outcome::Refused(class, msg) => {
             m.stats.refused += 1;
-            m.note(&qube, format!("life {life}: {what} -> refused ({why})"));
+            judge_reply(&mut m, expect, Some(&class), &what, life, on_paused);
+            m.note(
+                &qube,
+                format!("life {life}: {what} -> refused ({class}: {msg})"),
+            );
             true
         }
         Outcome::NotSent => {
@@ -274,6 +352,11 @@ fn step(cx: &mut ClientCtx, client: &Client, life: u64) -> bool {
         Outcome::Unknown(why) => {
             m.stats.unknown += 1;
             m.note(&qube, format!("life {life}: {what} -> no reply ({why})"));
+            // A call the model knows is refused cannot have changed it.
+            let after = match expect {
+                Expect::Refused(_) => before.clone(),
+                _ => predicted,
+            };
             m.pending = Some(Pending {
                 qube,
                 op: what,
@@ -282,6 +365,47 @@ fn step(cx: &mut ClientCtx, client: &Client, life: u64) -> bool {
             });
             false
         }
+    }
+}
+
+/// Compares a reply (`None`: ok, else the exception class) with the
+/// model's prediction; a difference fails the run at the next check.
+fn judge_reply(
+    m: &mut ClientModel,
+    expect: Expect,
+    class: Option<&str>,
+    what: &str,
+    life: u64,
+    on_paused: bool,
+) {
+    let as_predicted = match (expect, class) {
+        (Expect::Any, _) => return,
+        (Expect::Ok, None) => true,
+        (Expect::Refused(want), Some(got)) => want == got,
+        _ => false,
+    };
+    if as_predicted {
+        m.stats.predicted += 1;
+        m.stats.on_paused += u64::from(on_paused);
+    } else {
+        let id = m.id;
+        m.mispredicted.push(format!(
+            "life {life}: client {id}: `{what}` replied {} where the model predicts {}",
+            class.unwrap_or("ok"),
+            expect.text()
+        ));
+    }
+}
+
+/// Counts pause and unpause outcomes.
+fn count_power(m: &mut ClientModel, op: &Op, outcome: &Outcome) {
+    let s = &mut m.stats;
+    match (op, outcome) {
+        (Op::Pause, Outcome::Ok) => s.pause_acked += 1,
+        (Op::Pause, Outcome::Refused(..)) => s.pause_refused += 1,
+        (Op::Unpause, Outcome::Ok) => s.unpause_acked += 1,
+        (Op::Unpause, Outcome::Refused(..)) => s.unpause_refused += 1,
+        _ => {}
     }
 }
 
@@ -322,9 +446,27 @@ fn pick_owned(cx: &mut ClientCtx, m: &mut ClientModel) -> (String, Op) {
         46..54 => Op::Shutdown(cx.rng.chance(50)),
         54..60 => Op::Kill,
         70..76 => Op::Remove,
+        // Mostly on a qube where it does something, so that paused qubes
+        // are common; the rest exercises the refusals.
+        76..84 => return (prefer(cx, m, &qube, Power::Running), Op::Pause),
+        84..89 => return (prefer(cx, m, &qube, Power::Paused), Op::Unpause),
         _ => Op::SetVirt(if cx.rng.chance(70) { "hvm" } else { "pvh" }),
     };
     (qube, op)
+}
+
+/// Usually an owned qube in state `power` (if any), else `qube`.
+fn prefer(cx: &mut ClientCtx, m: &ClientModel, qube: &str, power: Power) -> String {
+    let those: Vec<&String> = m
+        .qubes
+        .iter()
+        .filter(|(_, s)| s.exists && s.power == power)
+        .map(|(n, _)| n)
+        .collect();
+    match cx.rng.pick(&those) {
+        Some(n) if cx.rng.chance(75) => (*n).clone(),
+        _ => qube.to_owned(),
+    }
 }
 
 /// Which devices a pick draws from.
@@ -386,9 +528,11 @@ fn shared_step(cx: &mut ClientCtx, client: &Client, life: u64) -> bool {
                 _ => pick_dev(cx, Pool::Shared).map_or(Op::Start, Op::Unassign),
             }
         }
-        50..70 => Op::Start,
-        70..80 => Op::Shutdown(true),
-        80..88 => Op::Kill,
+        50..66 => Op::Start,
+        66..72 => Op::Pause,
+        72..76 => Op::Unpause,
+        76..82 => Op::Shutdown(cx.rng.chance(80)),
+        82..88 => Op::Kill,
         _ => Op::SetVirt(if cx.rng.chance(70) { "hvm" } else { "pvh" }),
     };
     let outcome = call(client, &cx.control, &op.request(&qube));
@@ -408,12 +552,13 @@ fn shared_step(cx: &mut ClientCtx, client: &Client, life: u64) -> bool {
         }
     }
     let mut m = cx.model.lock().unwrap_or_else(|p| p.into_inner());
+    count_power(&mut m, &op, &outcome);
     match outcome {
         Outcome::Ok => {
             m.stats.shared_acked += 1;
             true
         }
-        Outcome::Refused(_) => {
+        Outcome::Refused(..) => {
             m.stats.shared_refused += 1;
             true
         }

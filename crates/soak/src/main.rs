@@ -98,6 +98,12 @@ struct Totals {
     most_running_with_devices: u64,
     /// Daemon lives run with a save delay of 1-4 ms.
     slow_save_lives: u64,
+    /// Sum over restarts of the qubes the restarted daemon lists Paused.
+    paused_after_restart: u64,
+    /// The same, only those holding PCI devices.
+    paused_with_devices: u64,
+    /// The most qubes listed Paused after one restart.
+    most_paused: u64,
 }
 
 /// How many temporary files of interrupted durable writes are in `dir`.
@@ -310,6 +316,11 @@ fn crash_loop(flags: &Flags, seed: u64, l: &Layout) -> Result<()> {
             "no qube ever ran with a PCI device: the device invariants were never exercised (is the fixture startable on this flavour?)"
         );
     }
+    if outcome.is_ok() && flags.kills >= 20 && totals.paused_after_restart == 0 {
+        bail!(
+            "no qube was ever listed Paused by a restarted daemon: the pause paths were never checked across a kill"
+        );
+    }
     outcome
 }
 
@@ -413,6 +424,14 @@ fn verify_restart(
         .with_context(|| format!("the daemon refused to restart after kill #{after}"))?;
     totals.slowest_start = totals.slowest_start.max(took);
     let report = check::list(api)?;
+    let paused: Vec<_> = report
+        .qubes
+        .iter()
+        .filter(|q| q.state == "Paused")
+        .collect();
+    totals.paused_after_restart += paused.len() as u64;
+    totals.paused_with_devices += paused.iter().filter(|q| !q.attached.is_empty()).count() as u64;
+    totals.most_paused = totals.most_paused.max(paused.len() as u64);
     let mut f = Findings::default();
     let mut locked = lock_all(models);
     check::api_checks(after, api, &report, &locked, disk, &mut f)?;
@@ -483,6 +502,29 @@ fn summary(t: &Totals, models: &[Arc<Mutex<ClientModel>>], elapsed: Duration) {
     );
     println!(
         "  shared-pool mutations   {shared_acked} acknowledged, {shared_refused} refused (invariants only)"
+    );
+    let mut p = model::Stats::default();
+    for m in lock_all(models) {
+        p.pause_acked += m.stats.pause_acked;
+        p.pause_refused += m.stats.pause_refused;
+        p.unpause_acked += m.stats.unpause_acked;
+        p.unpause_refused += m.stats.unpause_refused;
+        p.predicted += m.stats.predicted;
+        p.on_paused += m.stats.on_paused;
+    }
+    println!(
+        "  pause / unpause         {} / {} acknowledged, {} / {} refused (owned and shared)",
+        p.pause_acked, p.unpause_acked, p.pause_refused, p.unpause_refused
+    );
+    println!(
+        "  owned replies predicted {} exactly as the model said ({} of them on a paused qube)",
+        p.predicted, p.on_paused
+    );
+    println!(
+        "  paused after a restart  {:.1} qubes per restart on average ({} with PCI devices in all), {} at most",
+        t.paused_after_restart as f64 / t.restarts.max(1) as f64,
+        t.paused_with_devices,
+        t.most_paused
     );
     println!(
         "  kills mid-write         {} left a temp file in state/, {} a new one in state/sim ({} there at the end)",

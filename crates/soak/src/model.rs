@@ -35,6 +35,29 @@ impl Dev {
     }
 }
 
+/// A qube's power state as the sim backend records it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Power {
+    /// Not in `sim-runtime.json`.
+    #[default]
+    Halted,
+    /// Recorded `Running`.
+    Running,
+    /// Recorded `Paused`: still holds its devices.
+    Paused,
+}
+
+impl Power {
+    /// The name `admin.vm.List`/`qpci.List` uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Power::Halted => "Halted",
+            Power::Running => "Running",
+            Power::Paused => "Paused",
+        }
+    }
+}
+
 /// The state of one owned qube that its owner controls alone.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QState {
@@ -44,8 +67,8 @@ pub struct QState {
     pub virt: Option<String>,
     /// Port ids of its PCI assignments.
     pub devices: BTreeSet<String>,
-    /// It runs.
-    pub running: bool,
+    /// Halted, running or paused.
+    pub power: Power,
 }
 
 impl fmt::Display for QState {
@@ -58,7 +81,7 @@ impl fmt::Display for QState {
             f,
             "exists, virt_mode={}, {}, pci=[{}]",
             self.virt.as_deref().unwrap_or("(default)"),
-            if self.running { "running" } else { "halted" },
+            self.power.name(),
             devs.join(" ")
         )
     }
@@ -98,6 +121,19 @@ pub struct Stats {
     pub unchecked: u64,
     /// Acknowledged owned mutations checked after a restart.
     pub checked: u64,
+    /// Pauses answered with success (owned and shared).
+    pub pause_acked: u64,
+    /// Pauses refused (owned and shared).
+    pub pause_refused: u64,
+    /// Unpauses answered with success (owned and shared).
+    pub unpause_acked: u64,
+    /// Unpauses refused (owned and shared).
+    pub unpause_refused: u64,
+    /// Owned calls on a paused qube answered as predicted (Start no-op,
+    /// Shutdown refused, Shutdown+force, Kill, Remove refused).
+    pub on_paused: u64,
+    /// Owned calls whose reply the model predicted exactly and got.
+    pub predicted: u64,
 }
 
 /// One client's expectations.
@@ -113,6 +149,16 @@ pub struct ClientModel {
     pub pending: Option<Pending>,
     /// Qubes whose `virt_mode` changed since the last check.
     pub touched: BTreeSet<String>,
+    /// Replies that differed from the model's prediction since the last
+    /// check (the run fails on them).
+    pub mispredicted: Vec<String>,
+    /// Owned qubes a call may have halted (or removed) since the last
+    /// check: their attached devices may differ from that check's.
+    pub cycled: BTreeSet<String>,
+    /// Owned qube -> addresses of its attached devices at the last check,
+    /// for the active ones: an active qube not cycled since must still hold
+    /// exactly these (a paused one keeps its devices).
+    pub attached: BTreeMap<String, BTreeSet<String>>,
     /// Recent calls per qube (`kill#N op -> outcome`), for messages.
     pub history: BTreeMap<String, VecDeque<String>>,
     /// Counters.
