@@ -21,6 +21,7 @@
 mod check;
 mod client;
 mod model;
+mod op;
 mod rng;
 
 use std::collections::BTreeMap;
