@@ -8,10 +8,12 @@
 //! on disk and in the restarted daemon's answers, nothing refused is, and a
 //! call in flight at the kill is either fully there or not at all (each
 //! client owns its qubes, so its acknowledged calls give their exact
-//! state); the daemon restarts (it refuses a corrupt state, so starting is
-//! a check) and its `qpci.List` agrees with the files; no device is held by
-//! two running qubes, no dom0-critical device is assigned or attached, and
-//! no qube was started pvh with PCI devices. The shared pool (an eighth of
+//! state, including whether a qube is halted, running or paused, and the
+//! exact reply class of power calls); the daemon restarts (it refuses a
+//! corrupt state, so starting is a check) and its `qpci.List` agrees with
+//! the files, power states and attached devices included; no device is held
+//! by two active (running or paused) qubes, no dom0-critical device is
+//! assigned or attached, and no qube was started pvh with PCI devices. The shared pool (an eighth of
 //! the qubes) is where clients race for devices; it is checked through the
 //! invariants and the daemon-vs-disk comparison only.
 //!
