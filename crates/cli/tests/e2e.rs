@@ -9,20 +9,6 @@
 mod common;
 
 use common::daemon::Daemon;
-use common::outcome;
-use qpci_fixture::pci::PciTopology;
-
-/// Runs a tool and returns (stdout, stderr, code).
-fn run(d: &Daemon, bin: &str, args: &[&str]) -> (String, String, i32) {
-    outcome(&mut d.cmd(bin, args))
-}
-
-/// Runs a tool that must succeed silently on stderr; returns stdout.
-fn ok(d: &Daemon, bin: &str, args: &[&str]) -> String {
-    let (out, err, code) = run(d, bin, args);
-    assert_eq!(code, 0, "{bin} {args:?}: {err}");
-    out
-}
 
 fn row<'a>(listing: &'a str, start: &str) -> Vec<&'a str> {
     listing.lines().filter(|l| l.starts_with(start)).collect()
@@ -30,16 +16,12 @@ fn row<'a>(listing: &'a str, start: &str) -> Vec<&'a str> {
 
 #[test]
 fn user_story_through_the_cli() {
-    let mut topology = PciTopology::laptop();
-    topology.xen_dom0();
-    let tree = topology.build();
-    let dir = tempfile::tempdir().unwrap();
-    let Some(d) = Daemon::start(dir.path(), tree.root(), &[]) else {
+    let Some((d, dir, tree)) = Daemon::start_xen_laptop() else {
         return;
     };
 
     // M1: every device, described as Qubes' client does, piped: no header.
-    let listing = ok(&d, "qvm-pci", &[]);
+    let listing = d.ok("qvm-pci", &[]);
     assert!(!listing.starts_with("BACKEND:DEVID"), "{listing}");
     let usb = row(&listing, "dom0:00_14.0 ");
     assert_eq!(usb.len(), 1, "{listing}");
@@ -50,18 +32,13 @@ fn user_story_through_the_cli() {
         "{listing}"
     );
 
-    ok(
-        &d,
-        "qvm-create",
-        &["-C", "TemplateVM", "-l", "black", "fedora"],
-    );
+    d.ok("qvm-create", &["-C", "TemplateVM", "-l", "black", "fedora"]);
     for q in ["sys-usb", "work", "tb"] {
-        ok(&d, "qvm-create", &["-l", "red", "-t", "fedora", q]);
+        d.ok("qvm-create", &["-l", "red", "-t", "fedora", q]);
     }
 
     // M2, M3, M5: aliases, typed options, one device for two qubes.
-    ok(
-        &d,
+    d.ok(
         "qvm-pci",
         &[
             "at",
@@ -72,8 +49,8 @@ fn user_story_through_the_cli() {
             "dom0:00_14.0",
         ],
     );
-    ok(&d, "qvm-pci", &["s", "-r", "work", "dom0:00_14.0"]);
-    let listing = ok(&d, "qvm-pci", &["list", "-s"]);
+    d.ok("qvm-pci", &["s", "-r", "work", "dom0:00_14.0"]);
+    let listing = d.ok("qvm-pci", &["list", "-s"]);
     let usb = row(&listing, "dom0:00_14.0 ");
     assert!(
         usb.iter().any(|l| l.ends_with(
@@ -84,7 +61,7 @@ fn user_story_through_the_cli() {
     );
 
     // M10: a host bridge is refused at assign, with the reason.
-    let (_, err, code) = run(&d, "qvm-pci", &["assign", "-r", "work", "dom0:00_00.0"]);
+    let (_, err, code) = d.run("qvm-pci", &["assign", "-r", "work", "dom0:00_00.0"]);
     assert_eq!(code, 1, "{err}");
     assert!(
         err.starts_with("Error: ") && err.contains("host bridge"),
@@ -92,9 +69,9 @@ fn user_story_through_the_cli() {
     );
 
     // M12: hvm and no memory balancing with PCI devices; pvh refused.
-    assert_eq!(ok(&d, "qvm-prefs", &["sys-usb", "virt_mode"]), "hvm\n");
-    assert_eq!(ok(&d, "qvm-prefs", &["sys-usb", "maxmem"]), "0\n");
-    let (_, err, code) = run(&d, "qvm-prefs", &["sys-usb", "virt_mode", "pvh"]);
+    assert_eq!(d.ok("qvm-prefs", &["sys-usb", "virt_mode"]), "hvm\n");
+    assert_eq!(d.ok("qvm-prefs", &["sys-usb", "maxmem"]), "0\n");
+    let (_, err, code) = d.run("qvm-prefs", &["sys-usb", "virt_mode", "pvh"]);
     assert_eq!(
         (err.as_str(), code),
         (
@@ -104,12 +81,11 @@ fn user_story_through_the_cli() {
     );
 
     // M6/M7: a function without its own reset, sharing its bus: refused at start.
-    ok(
-        &d,
+    d.ok(
         "qvm-pci",
         &["assign", "-r", "tb", "dom0:00_07.0-00_00.0-00_01.0-00_00.0"],
     );
-    let (out, err, code) = run(&d, "qvm-start", &["tb"]);
+    let (out, err, code) = d.run("qvm-start", &["tb"]);
     assert_eq!((out.as_str(), code), ("", 1), "{err}");
     assert!(
         err.starts_with("Error: Starting qube failed: tb: "),
@@ -117,7 +93,7 @@ fn user_story_through_the_cli() {
     );
 
     // M8: the dry run shows the binding plan and XML; the start binds.
-    let plan = ok(&d, "qvm-start", &["--dry-run", "sys-usb"]);
+    let plan = d.ok("qvm-start", &["--dry-run", "sys-usb"]);
     assert!(
         plan.starts_with("sys-usb: start plan (dry run; nothing was changed)"),
         "{plan}"
@@ -126,17 +102,17 @@ fn user_story_through_the_cli() {
         plan.contains("pciback") && plan.contains("domain XML:"),
         "{plan}"
     );
-    assert_eq!(ok(&d, "qvm-start", &["sys-usb"]), "");
-    let listing = ok(&d, "qvm-pci", &[]);
+    assert_eq!(d.ok("qvm-start", &["sys-usb"]), "");
+    let listing = d.ok("qvm-pci", &[]);
     let usb = row(&listing, "dom0:00_14.0 ");
     assert!(
         usb[0].ends_with("sys-usb (attached: no-strict-reset=True)"),
         "{listing}"
     );
-    assert_eq!(ok(&d, "qvm-pci", &["list", "sys-usb"]).lines().count(), 1);
+    assert_eq!(d.ok("qvm-pci", &["list", "sys-usb"]).lines().count(), 1);
 
     // M5: the second qube is refused, naming the holder.
-    let (_, err, code) = run(&d, "qvm-start", &["work"]);
+    let (_, err, code) = d.run("qvm-start", &["work"]);
     assert_eq!(code, 1);
     assert!(
         err.starts_with("Error: Starting qube failed: work: ") && err.contains("sys-usb"),
@@ -144,31 +120,31 @@ fn user_story_through_the_cli() {
     );
 
     // M4: assigning to a running qube takes effect at its next start.
-    let out = ok(&d, "qvm-pci", &["assign", "-r", "sys-usb", "dom0:00_1f.6"]);
+    let out = d.ok("qvm-pci", &["assign", "-r", "sys-usb", "dom0:00_1f.6"]);
     assert_eq!(
         out,
         "sys-usb is running: PCI devices are attached only at start, so dom0:00_1f.6 will be attached at its next start.\n"
     );
 
     // M8: shutdown leaves the device on the stub, never back to dom0.
-    let (out, err, code) = run(&d, "qvm-shutdown", &["sys-usb"]);
+    let (out, err, code) = d.run("qvm-shutdown", &["sys-usb"]);
     assert_eq!((out.as_str(), code), ("", 0), "{err}");
     assert!(
         err.contains("dom0:00_14.0") && err.contains("stub driver"),
         "{err}"
     );
-    let listing = ok(&d, "qvm-pci", &[]);
+    let listing = d.ok("qvm-pci", &[]);
     assert!(!listing.contains("(attached"), "{listing}");
 
     // Persistence across a daemon restart.
-    let before = ok(&d, "qvm-pci", &["list", "-s"]);
+    let before = d.ok("qvm-pci", &["list", "-s"]);
     drop(d);
     let Some(d) = Daemon::start(dir.path(), tree.root(), &[]) else {
         panic!("qpcid did not restart");
     };
-    assert_eq!(ok(&d, "qvm-pci", &["list", "-s"]), before);
+    assert_eq!(d.ok("qvm-pci", &["list", "-s"]), before);
     assert_eq!(
-        ok(&d, "qvm-ls", &["--raw-list"]),
+        d.ok("qvm-ls", &["--raw-list"]),
         "dom0\nfedora\nsys-usb\ntb\nwork\n"
     );
 }

@@ -11,22 +11,10 @@ mod common;
 
 use common::daemon::Daemon;
 use common::{last_line, offline, outcome};
-use qpci_fixture::pci::PciTopology;
-
-fn run(d: &Daemon, bin: &str, args: &[&str]) -> (String, String, i32) {
-    outcome(&mut d.cmd(bin, args))
-}
-
-fn ok(d: &Daemon, bin: &str, args: &[&str]) -> String {
-    let (out, err, code) = run(d, bin, args);
-    assert_eq!(code, 0, "{bin} {args:?}: {err}");
-    assert_eq!(err, "", "{bin} {args:?}");
-    out
-}
 
 /// `NAME STATE FLAGS` of `qube` in `qvm-ls --raw-data`.
 fn ls_row(d: &Daemon, qube: &str) -> String {
-    ok(d, "qvm-ls", &["--raw-data", "-O", "name,state,flags", qube])
+    d.ok_quiet("qvm-ls", &["--raw-data", "-O", "name,state,flags", qube])
         .trim_end()
         .to_owned()
 }
@@ -85,38 +73,30 @@ fn usage_errors_need_no_daemon() {
 
 #[test]
 fn pause_then_ls_shows_paused_and_unpause_runs_again() {
-    let mut topology = PciTopology::laptop();
-    topology.xen_dom0();
-    let tree = topology.build();
-    let dir = tempfile::tempdir().unwrap();
-    let Some(d) = Daemon::start(dir.path(), tree.root(), &[]) else {
+    let Some((d, _dir, _tree)) = Daemon::start_xen_laptop() else {
         return;
     };
-    ok(
-        &d,
-        "qvm-create",
-        &["-C", "TemplateVM", "-l", "black", "fedora"],
-    );
+    d.ok_quiet("qvm-create", &["-C", "TemplateVM", "-l", "black", "fedora"]);
     for q in ["sys-usb", "work", "other"] {
-        ok(&d, "qvm-create", &["-l", "red", "-t", "fedora", q]);
+        d.ok_quiet("qvm-create", &["-l", "red", "-t", "fedora", q]);
     }
-    ok(&d, "qvm-pci", &["assign", "-r", "sys-usb", "dom0:00_14.0"]);
-    ok(&d, "qvm-pci", &["assign", "-r", "other", "dom0:00_14.0"]);
+    d.ok_quiet("qvm-pci", &["assign", "-r", "sys-usb", "dom0:00_14.0"]);
+    d.ok_quiet("qvm-pci", &["assign", "-r", "other", "dom0:00_14.0"]);
     // No kernel in this fixture: hvm boots without one.
-    ok(&d, "qvm-prefs", &["work", "virt_mode", "hvm"]);
-    ok(&d, "qvm-start", &["sys-usb", "work"]);
+    d.ok_quiet("qvm-prefs", &["work", "virt_mode", "hvm"]);
+    d.ok_quiet("qvm-start", &["sys-usb", "work"]);
     assert_eq!(ls_row(&d, "sys-usb"), "sys-usb|Running|Ar------");
 
-    assert_eq!(ok(&d, "qvm-pause", &["sys-usb", "work"]), "");
+    assert_eq!(d.ok_quiet("qvm-pause", &["sys-usb", "work"]), "");
     assert_eq!(ls_row(&d, "sys-usb"), "sys-usb|Paused|Ap------");
     assert_eq!(ls_row(&d, "work"), "work|Paused|Ap------");
-    let (out, _, _) = run(&d, "qvm-ls", &["--paused", "--raw-list"]);
+    let (out, _, _) = d.run("qvm-ls", &["--paused", "--raw-list"]);
     assert_eq!(out, "sys-usb\nwork\n");
     // Pausing a paused qube is no error.
-    ok(&d, "qvm-pause", &["work"]);
+    d.ok_quiet("qvm-pause", &["work"]);
 
     // The paused qube still holds its device.
-    let (_, err, code) = run(&d, "qvm-start", &["other"]);
+    let (_, err, code) = d.run("qvm-start", &["other"]);
     assert_eq!(code, 1, "{err}");
     assert!(
         err.starts_with("Error: Starting qube failed: other: ")
@@ -125,25 +105,25 @@ fn pause_then_ls_shows_paused_and_unpause_runs_again() {
     );
 
     // Halted qubes and dom0 cannot be paused; the others still are.
-    let (out, err, code) = run(&d, "qvm-pause", &["other", "dom0"]);
+    let (out, err, code) = d.run("qvm-pause", &["other", "dom0"]);
     assert_eq!((out.as_str(), code), ("", 1), "{err}");
     assert_eq!(
         err,
         "Error: Domain not running (either powered off or paused): 'other'\n\
          Error: Cannot pause Dom0 fake domain!\n"
     );
-    let (_, err, code) = run(&d, "qvm-pause", &["--suspend", "work"]);
+    let (_, err, code) = d.run("qvm-pause", &["--suspend", "work"]);
     assert_eq!(code, 1, "{err}");
     assert!(err.starts_with("Error: --suspend "), "{err}");
 
     // qvm-shutdown without --force counts a paused qube as done (spec
     // qvm-tools §8, upstream quirk): it stays paused.
-    ok(&d, "qvm-shutdown", &["work"]);
+    d.ok_quiet("qvm-shutdown", &["work"]);
     assert_eq!(ls_row(&d, "work"), "work|Paused|Ap------");
 
-    assert_eq!(ok(&d, "qvm-unpause", &["sys-usb"]), "");
+    assert_eq!(d.ok_quiet("qvm-unpause", &["sys-usb"]), "");
     assert_eq!(ls_row(&d, "sys-usb"), "sys-usb|Running|Ar------");
-    let (out, err, code) = run(&d, "qvm-unpause", &["sys-usb", "work", "other"]);
+    let (out, err, code) = d.run("qvm-unpause", &["sys-usb", "work", "other"]);
     assert_eq!((out.as_str(), code), ("", 1), "{err}");
     assert_eq!(
         err,
@@ -152,14 +132,14 @@ fn pause_then_ls_shows_paused_and_unpause_runs_again() {
     assert_eq!(ls_row(&d, "work"), "work|Running|Ar------");
 
     // A paused qube is killed by qvm-kill; the device is then free.
-    ok(&d, "qvm-pause", &["sys-usb"]);
+    d.ok_quiet("qvm-pause", &["sys-usb"]);
     // Its device stays on the stub (M8), and qvm-kill says so.
-    let (out, err, code) = run(&d, "qvm-kill", &["sys-usb"]);
+    let (out, err, code) = d.run("qvm-kill", &["sys-usb"]);
     assert_eq!((out.as_str(), code), ("", 0), "{err}");
     assert_eq!(
         err,
         "sys-usb: dom0:00_14.0 stays bound to the PCI stub driver; not given back to dom0 automatically (to give it back: qvm-pci reattach dom0:00_14.0)\n"
     );
     assert_eq!(ls_row(&d, "sys-usb"), "sys-usb|Halted|A-------");
-    ok(&d, "qvm-start", &["other"]);
+    d.ok_quiet("qvm-start", &["other"]);
 }

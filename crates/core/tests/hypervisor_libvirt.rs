@@ -7,11 +7,10 @@
 #![cfg(feature = "libvirt")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod libvirt_common;
 mod policy_common;
 
-use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
-
+use libvirt_common::*;
 use policy_common::*;
 use qpci_core::hypervisor::{
     DomainLifetime, Hypervisor, HypervisorError, LIBVIRT_RUNTIME_FILE, LibvirtConfig,
@@ -23,39 +22,9 @@ use qpci_core::policy::{DeviceKey, StartPlan};
 use qpci_core::registry::{PciAssignment, PortSpec, PowerState, Qube};
 use qpci_host::{HostFlavour, Inventory};
 use qpci_types::{PciAddress, QubeName};
-use virt::connect::Connect;
 
-const URI: &str = "test:///default";
-const USB: &str = "0x8086:0xa0ed::p0c0330";
 const NIC: &str = "0x8086:0x1533::p020000";
 const I2C: &str = "0x8086:0xa0e8::p0c8000";
-
-/// The tests run one at a time: a backend adopts every domain the shared
-/// driver runs, so a concurrent test's qubes would hold its devices.
-static DRIVER: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    DRIVER
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn open(dir: &Path, inv: &Inventory) -> LibvirtHypervisor {
-    LibvirtHypervisor::open(LibvirtConfig::new(URI, dir), inv)
-        .unwrap()
-        .0
-}
-
-/// The real renderer, as the daemon uses it.
-fn renderer(
-    qube: &Qube,
-    flavour: HostFlavour,
-) -> impl FnOnce(&StartPlan) -> Result<String, RenderError> + '_ {
-    move |plan| {
-        let spec = spec_from_plan(qube, plan, flavour, &SpecExtras::default());
-        render_domain(&spec).map_err(|e| Box::new(e) as RenderError)
-    }
-}
 
 /// The real renderer with a uuid.
 fn renderer_uuid<'a>(
@@ -71,11 +40,6 @@ fn renderer_uuid<'a>(
         let spec = spec_from_plan(qube, plan, HostFlavour::Xen, &extras);
         render_domain(&spec).map_err(|e| Box::new(e) as RenderError)
     }
-}
-
-/// A second connection to the same in-process test driver.
-fn raw() -> Connect {
-    Connect::open(Some(URI)).unwrap()
 }
 
 fn defined(name: &str) -> bool {
@@ -332,14 +296,7 @@ fn a_domain_libvirt_already_runs_is_not_touched() {
     let dom = conn.define_domain_xml(xml).unwrap();
     dom.create().unwrap();
     let q = qube("lv-behind", vec![asg("00_14.0", USB, &[])]);
-    let e = orchestrate::start(
-        &mut hv,
-        &q,
-        &inv,
-        HostFlavour::Xen,
-        renderer(&q, HostFlavour::Xen),
-    )
-    .unwrap_err();
+    let e = start_xen(&mut hv, &q, &inv).unwrap_err();
     assert_clean_failure(&hv, &e, &q.name, true);
     assert!(
         e.wire_text()
@@ -380,27 +337,13 @@ fn a_held_device_or_a_running_qube_is_refused_before_libvirt() {
     let mut hv = open(dir.path(), &inv);
     let a = qube("lv-holder", vec![asg("00_14.0", USB, &[])]);
     let b = qube("lv-second", vec![asg("00_14.0", USB, &[])]);
-    orchestrate::start(
-        &mut hv,
-        &a,
-        &inv,
-        HostFlavour::Xen,
-        renderer(&a, HostFlavour::Xen),
-    )
-    .unwrap();
+    start_xen(&mut hv, &a, &inv).unwrap();
     let plan = match orchestrate::plan(&hv, &a, &inv, HostFlavour::Xen).unwrap() {
         qpci_core::policy::StartDecision::AlreadyRunning => None,
         qpci_core::policy::StartDecision::Start(p) => Some(p),
     };
     assert!(plan.is_none());
-    let e = orchestrate::start(
-        &mut hv,
-        &b,
-        &inv,
-        HostFlavour::Xen,
-        renderer(&b, HostFlavour::Xen),
-    )
-    .unwrap_err();
+    let e = start_xen(&mut hv, &b, &inv).unwrap_err();
     assert!(
         e.wire_text().contains("in use by lv-holder"),
         "{}",
@@ -422,14 +365,7 @@ fn detach_after_unassign_hot_unplugs_or_says_why_not() {
         "lv-detach",
         vec![asg("00_14.0", USB, &[]), asg("00_19.0", NIC, &[])],
     );
-    orchestrate::start(
-        &mut hv,
-        &q,
-        &inv,
-        HostFlavour::Xen,
-        renderer(&q, HostFlavour::Xen),
-    )
-    .unwrap();
+    start_xen(&mut hv, &q, &inv).unwrap();
     let key = DeviceKey {
         backend: QubeName::dom0(),
         port: PortSpec::Path("00_14.0".parse().unwrap()),

@@ -9,50 +9,19 @@
 #![cfg(feature = "libvirt")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod libvirt_common;
 mod policy_common;
 
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
 
+use libvirt_common::*;
 use policy_common::*;
-use qpci_core::hypervisor::{
-    Hypervisor, HypervisorError, LIBVIRT_RUNTIME_FILE, LibvirtConfig, LibvirtHypervisor,
-};
-use qpci_core::libvirt::{SpecExtras, render_domain, spec_from_plan};
-use qpci_core::orchestrate::{self, RenderError};
-use qpci_core::policy::StartPlan;
-use qpci_core::registry::{PowerState, Qube};
-use qpci_host::{HostFlavour, Inventory};
+use qpci_core::hypervisor::{Hypervisor, HypervisorError, LIBVIRT_RUNTIME_FILE};
+use qpci_core::orchestrate;
+use qpci_core::registry::PowerState;
+use qpci_host::HostFlavour;
 use virt::connect::Connect;
 use virt::domain::DomainState;
-
-const URI: &str = "test:///default";
-const USB: &str = "0x8086:0xa0ed::p0c0330";
-
-static DRIVER: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    DRIVER
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn open(dir: &Path, inv: &Inventory) -> LibvirtHypervisor {
-    LibvirtHypervisor::open(LibvirtConfig::new(URI, dir), inv)
-        .unwrap()
-        .0
-}
-
-fn renderer(qube: &Qube) -> impl FnOnce(&StartPlan) -> Result<String, RenderError> + '_ {
-    move |plan| {
-        let spec = spec_from_plan(qube, plan, HostFlavour::Xen, &SpecExtras::default());
-        render_domain(&spec).map_err(|e| Box::new(e) as RenderError)
-    }
-}
-
-fn raw() -> Connect {
-    Connect::open(Some(URI)).unwrap()
-}
 
 /// What libvirt says the domain `name` is doing; `None` when it has none.
 fn libvirt_state(name: &str) -> Option<DomainState> {
@@ -92,7 +61,7 @@ fn pause_suspends_the_domain_and_keeps_its_devices_held() {
     let other = qube("lvp-other", vec![asg("00_14.0", USB, &[])]);
     {
         let mut hv = open(dir.path(), &inv);
-        orchestrate::start(&mut hv, &q, &inv, HostFlavour::Xen, renderer(&q)).unwrap();
+        start_xen(&mut hv, &q, &inv).unwrap();
         hv.pause(&q.name).unwrap();
         assert_eq!(libvirt_state("lvp-usb"), Some(DomainState::Paused));
         assert_eq!(hv.state(&q.name), PowerState::Paused);
@@ -105,8 +74,7 @@ fn pause_suspends_the_domain_and_keeps_its_devices_held() {
     let mut hv = open(dir.path(), &inv);
     assert_eq!(hv.state(&q.name), PowerState::Paused);
     assert_eq!(hv.attached(&q.name).len(), 1);
-    let e =
-        orchestrate::start(&mut hv, &other, &inv, HostFlavour::Xen, renderer(&other)).unwrap_err();
+    let e = start_xen(&mut hv, &other, &inv).unwrap_err();
     assert!(
         e.wire_text().contains("is in use by lvp-usb"),
         "{}",
@@ -139,7 +107,7 @@ fn a_domain_paused_outside_qpcid_is_paused_and_shutdown_needs_force() {
     let q = qube("lvp-outside", vec![asg("00_14.0", USB, &[])]);
     {
         let mut hv = open(dir.path(), &inv);
-        orchestrate::start(&mut hv, &q, &inv, HostFlavour::Xen, renderer(&q)).unwrap();
+        start_xen(&mut hv, &q, &inv).unwrap();
     }
     conn.lookup_domain_by_name("lvp-outside")
         .unwrap()
@@ -171,7 +139,7 @@ fn a_refused_suspend_is_a_clear_error_unless_the_domain_is_as_asked() {
     let halted = hv.pause(&q.name).unwrap_err();
     assert!(matches!(halted, HypervisorError::NotRunning(_)), "{halted}");
 
-    orchestrate::start(&mut hv, &q, &inv, HostFlavour::Xen, renderer(&q)).unwrap();
+    start_xen(&mut hv, &q, &inv).unwrap();
     // Paused and resumed behind qpcid's back: libvirt refuses the second
     // suspend or resume, but the domain is as asked, so it is recorded.
     let dom = conn.lookup_domain_by_name("lvp-refused").unwrap();

@@ -7,20 +7,13 @@ mod policy_common;
 
 use std::fs;
 
+use policy_common::sim::*;
 use policy_common::*;
 use qpci_core::hypervisor::{Hypervisor, HypervisorError, SimHypervisor};
 use qpci_core::orchestrate::{self, StartOutcome};
-use qpci_core::policy::DeviceKey;
-use qpci_core::registry::{PortSpec, PowerState};
+use qpci_core::registry::PowerState;
 use qpci_core::runtime::RunState;
 use qpci_host::HostFlavour::Xen;
-
-const USB: &str = "0x8086:0xa0ed::p0c0330";
-const XML: &str = "<domain type='xen'><name>placeholder</name></domain>\n";
-
-fn xml(_: &qpci_core::policy::StartPlan) -> Result<String, orchestrate::RenderError> {
-    Ok(XML.to_owned())
-}
 
 /// The `state` field `sim-runtime.json` records for `qube`.
 fn recorded_state(hv: &SimHypervisor, qube: &str) -> serde_json::Value {
@@ -31,11 +24,8 @@ fn recorded_state(hv: &SimHypervisor, qube: &str) -> serde_json::Value {
 
 #[test]
 fn pause_is_durable_and_unpause_runs_again_with_the_same_devices() {
-    let dir = tempfile::tempdir().unwrap();
-    let inv = host(Xen);
     let usb = qube("sys-usb", vec![asg("00_14.0", USB, &[])]);
-    let mut hv = SimHypervisor::open(dir.path()).unwrap();
-    orchestrate::start(&mut hv, &usb, &inv, Xen, xml).unwrap();
+    let (dir, inv, mut hv) = sim_with(&[&usb]);
     let devices = hv.attached(&usb.name);
     assert_eq!(devices.len(), 1);
 
@@ -44,7 +34,7 @@ fn pause_is_durable_and_unpause_runs_again_with_the_same_devices() {
     assert_eq!(recorded_state(&hv, "sys-usb"), "Paused");
 
     // A daemon restart keeps it paused, with its devices.
-    let mut hv = SimHypervisor::open(dir.path()).unwrap();
+    let mut hv = reopen(dir.path());
     assert_eq!(hv.state(&usb.name), PowerState::Paused);
     assert_eq!(hv.attached(&usb.name), devices);
 
@@ -60,17 +50,15 @@ fn pause_is_durable_and_unpause_runs_again_with_the_same_devices() {
     hv.unpause(&usb.name).unwrap();
     assert_eq!(hv.state(&usb.name), PowerState::Running);
     assert_eq!(recorded_state(&hv, "sys-usb"), "Running");
-    let hv = SimHypervisor::open(dir.path()).unwrap();
+    let hv = reopen(dir.path());
     assert_eq!(hv.state(&usb.name), PowerState::Running);
     assert_eq!(hv.attached(&usb.name), devices);
 }
 
 #[test]
 fn pause_needs_a_running_qube_and_unpause_a_paused_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let inv = host(Xen);
     let work = qube("work", vec![]);
-    let mut hv = SimHypervisor::open(dir.path()).unwrap();
+    let (_dir, inv, mut hv) = sim_with(&[]);
 
     let e = hv.pause(&work.name).unwrap_err();
     assert!(
@@ -104,14 +92,11 @@ fn pause_needs_a_running_qube_and_unpause_a_paused_one() {
 
 #[test]
 fn a_paused_qube_holds_its_devices_until_killed() {
-    let dir = tempfile::tempdir().unwrap();
-    let inv = host(Xen);
     let usb = qube("sys-usb", vec![asg("00_14.0", USB, &[])]);
     let work = qube("work", vec![asg("00_14.0", USB, &[])]);
-    let mut hv = SimHypervisor::open(dir.path()).unwrap();
-    orchestrate::start(&mut hv, &usb, &inv, Xen, xml).unwrap();
+    let (dir, inv, mut hv) = sim_with(&[&usb]);
     hv.pause(&usb.name).unwrap();
-    let mut hv = SimHypervisor::open(dir.path()).unwrap();
+    let mut hv = reopen(dir.path());
 
     let e = orchestrate::start(&mut hv, &work, &inv, Xen, xml).unwrap_err();
     assert_eq!(e.exc().name(), "QubesException");
@@ -142,11 +127,8 @@ fn a_paused_qube_holds_its_devices_until_killed() {
 
 #[test]
 fn shutdown_of_a_paused_qube_needs_force() {
-    let dir = tempfile::tempdir().unwrap();
-    let inv = host(Xen);
     let work = qube("work", vec![asg("00_14.0", USB, &[])]);
-    let mut hv = SimHypervisor::open(dir.path()).unwrap();
-    orchestrate::start(&mut hv, &work, &inv, Xen, xml).unwrap();
+    let (dir, _inv, mut hv) = sim_with(&[&work]);
     hv.pause(&work.name).unwrap();
 
     let e = orchestrate::shutdown(&mut hv, &work, false).unwrap_err();
@@ -159,20 +141,17 @@ fn shutdown_of_a_paused_qube_needs_force() {
 
     let stop = orchestrate::shutdown(&mut hv, &work, true).unwrap();
     assert_eq!(stop.left_on_stub.len(), 1);
-    let hv = SimHypervisor::open(dir.path()).unwrap();
+    let hv = reopen(dir.path());
     assert_eq!(hv.state(&work.name), PowerState::Halted);
     assert!(hv.runtime().qubes.is_empty());
 }
 
 #[test]
 fn detach_from_a_paused_qube_follows_the_running_rules() {
-    let dir = tempfile::tempdir().unwrap();
-    let inv = host(Xen);
     let mut work = qube("work", vec![asg("00_14.0", USB, &[])]);
-    let mut hv = SimHypervisor::open(dir.path()).unwrap();
-    orchestrate::start(&mut hv, &work, &inv, Xen, xml).unwrap();
+    let (dir, _inv, mut hv) = sim_with(&[&work]);
     hv.pause(&work.name).unwrap();
-    let key = DeviceKey::dom0(PortSpec::Path("00_14.0".parse().unwrap()), None);
+    let key = usb_key();
 
     // Still assigned: refused as for a running qube.
     let e = orchestrate::detach(&mut hv, &work, &key).unwrap_err();
@@ -182,7 +161,7 @@ fn detach_from_a_paused_qube_follows_the_running_rules() {
     // Unassigned: detached, the qube stays paused.
     work.pci.clear();
     orchestrate::detach(&mut hv, &work, &key).unwrap();
-    let hv = SimHypervisor::open(dir.path()).unwrap();
+    let hv = reopen(dir.path());
     assert!(hv.attached(&work.name).is_empty());
     assert_eq!(hv.state(&work.name), PowerState::Paused);
 }

@@ -6,26 +6,17 @@ mod policy_common;
 
 use std::fs;
 
+use policy_common::sim::*;
 use policy_common::*;
 use qpci_core::hypervisor::{Hypervisor, HypervisorError, SIM_RUNTIME_FILE, SimHypervisor};
 use qpci_core::orchestrate::{self, OrchestrateError, StartOutcome};
-use qpci_core::policy::DeviceKey;
-use qpci_core::registry::{PortSpec, PowerState};
+use qpci_core::registry::PowerState;
 use qpci_host::HostFlavour::Xen;
-
-const USB: &str = "0x8086:0xa0ed::p0c0330";
-const XML: &str = "<domain type='xen'><name>placeholder</name></domain>\n";
-
-fn xml(_: &qpci_core::policy::StartPlan) -> Result<String, orchestrate::RenderError> {
-    Ok(XML.to_owned())
-}
 
 #[test]
 fn start_stores_plan_and_xml_and_survives_a_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let inv = host(Xen);
     let work = qube("work", vec![asg("00_14.0", USB, &["no-strict-reset=true"])]);
-    let mut hv = SimHypervisor::open(dir.path()).unwrap();
+    let (dir, inv, mut hv) = sim_with(&[]);
     let out = orchestrate::start(&mut hv, &work, &inv, Xen, xml).unwrap();
     assert!(matches!(out, StartOutcome::Started(_)));
 
@@ -44,7 +35,7 @@ fn start_stores_plan_and_xml_and_survives_a_reopen() {
         StartOutcome::AlreadyRunning
     );
 
-    let reopened = SimHypervisor::open(dir.path()).unwrap();
+    let reopened = reopen(dir.path());
     assert_eq!(reopened.runtime(), hv.runtime());
     assert_eq!(reopened.state(&work.name), PowerState::Running);
     assert_eq!(
@@ -59,19 +50,16 @@ fn start_stores_plan_and_xml_and_survives_a_reopen() {
     let mut hv = reopened;
     let stop = orchestrate::shutdown(&mut hv, &work, false).unwrap();
     assert_eq!(stop.left_on_stub.len(), 1);
-    let reopened = SimHypervisor::open(dir.path()).unwrap();
+    let reopened = reopen(dir.path());
     assert_eq!(reopened.state(&work.name), PowerState::Halted);
     assert!(reopened.runtime().qubes.is_empty());
 }
 
 #[test]
 fn second_qube_with_the_same_device_is_refused_naming_the_holder() {
-    let dir = tempfile::tempdir().unwrap();
-    let inv = host(Xen);
     let usb = qube("sys-usb", vec![asg("00_14.0", USB, &[])]);
     let work = qube("work", vec![asg("00_14.0", USB, &[])]);
-    let mut hv = SimHypervisor::open(dir.path()).unwrap();
-    orchestrate::start(&mut hv, &usb, &inv, Xen, xml).unwrap();
+    let (_dir, inv, mut hv) = sim_with(&[&usb]);
     let e = orchestrate::start(&mut hv, &work, &inv, Xen, xml).unwrap_err();
     assert_eq!(e.exc().name(), "QubesException");
     assert_eq!(
@@ -96,27 +84,22 @@ fn second_qube_with_the_same_device_is_refused_naming_the_holder() {
 
 #[test]
 fn detach_of_an_unassigned_device_is_persisted() {
-    let dir = tempfile::tempdir().unwrap();
-    let inv = host(Xen);
     let mut work = qube("work", vec![asg("00_14.0", USB, &[])]);
-    let mut hv = SimHypervisor::open(dir.path()).unwrap();
-    orchestrate::start(&mut hv, &work, &inv, Xen, xml).unwrap();
-    let key = DeviceKey::dom0(PortSpec::Path("00_14.0".parse().unwrap()), None);
+    let (dir, _inv, mut hv) = sim_with(&[&work]);
+    let key = usb_key();
     let e = orchestrate::detach(&mut hv, &work, &key).unwrap_err();
     assert_eq!(e.exc().name(), "QubesVMNotHaltedError");
     work.pci.clear();
     orchestrate::detach(&mut hv, &work, &key).unwrap();
-    let reopened = SimHypervisor::open(dir.path()).unwrap();
+    let reopened = reopen(dir.path());
     assert!(reopened.attached(&work.name).is_empty());
     assert_eq!(reopened.state(&work.name), PowerState::Running);
 }
 
 #[test]
 fn render_failure_starts_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let inv = host(Xen);
     let work = qube("work", vec![asg("00_14.0", USB, &[])]);
-    let mut hv = SimHypervisor::open(dir.path()).unwrap();
+    let (dir, inv, mut hv) = sim_with(&[]);
     let e =
         orchestrate::start(&mut hv, &work, &inv, Xen, |_| Err("no template".into())).unwrap_err();
     assert!(matches!(e, OrchestrateError::Render(_)));
@@ -185,7 +168,7 @@ fn a_valid_hand_written_file_loads() {
         r#"{"version":1,"qubes":{"sys-usb":{"state":"Paused","devices":[{"address":"0000:00:14.0","path":"00_14.0","identity":"0x8086:0xa0ed::p0c0330","options":{"permissive":true}}]}}}"#,
     )
     .unwrap();
-    let hv = SimHypervisor::open(dir.path()).unwrap();
+    let hv = reopen(dir.path());
     assert_eq!(hv.state(&name("sys-usb")), PowerState::Paused);
     assert!(hv.attached(&name("sys-usb"))[0].options.permissive);
 }
@@ -194,18 +177,15 @@ fn a_valid_hand_written_file_loads() {
 /// `sim/`; the next open removes it and keeps the real files.
 #[test]
 fn reopen_removes_temporary_files_left_by_a_crash() {
-    let dir = tempfile::tempdir().unwrap();
-    let inv = host(Xen);
     let work = qube("work", vec![asg("00_14.0", USB, &["no-strict-reset=true"])]);
-    let mut hv = SimHypervisor::open(dir.path()).unwrap();
-    orchestrate::start(&mut hv, &work, &inv, Xen, xml).unwrap();
+    let (dir, _inv, hv) = sim_with(&[&work]);
     let sim = hv.xml_path(&work.name).parent().unwrap().to_path_buf();
     let stale = sim.join(format!("{}abc123", qpci_store::TEMP_PREFIX));
     fs::write(&stale, "{\"half\":").unwrap();
     let other = sim.join("notes.txt");
     fs::write(&other, "kept").unwrap();
 
-    let reopened = SimHypervisor::open(dir.path()).unwrap();
+    let reopened = reopen(dir.path());
     assert!(!stale.exists(), "{} survived the reopen", stale.display());
     assert!(other.exists());
     assert_eq!(

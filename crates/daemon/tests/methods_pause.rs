@@ -9,17 +9,13 @@
 mod methods_common;
 mod support;
 
-use std::io::Read;
-use std::net::Shutdown;
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 use methods_common::Fixture;
 use qpci_core::hypervisor::{Hypervisor, SimHypervisor};
 use qpci_core::registry::PowerState;
-use support::Daemon;
+use support::{Daemon, read_frame, subscribe};
 
 const NOT_RUNNING: &[u8] =
     b"2\0QubesVMNotRunningError\0\0Domain not running (either powered off or paused): 'work'\0";
@@ -141,15 +137,7 @@ fn shutdown_of_a_paused_qube_needs_force_and_kill_halts_it() {
 #[test]
 fn a_paused_qube_still_holds_its_pci_devices() {
     let mut fx = Fixture::new();
-    let assign = |q: &str| {
-        format!(
-            "admin.vm.device.pci.Assign+dom0+00_14.0+0x8086+0xa0ed++p0c0330 dom0 name {q}\0mode='required'"
-        )
-    };
-    fx.ok(assign("work").as_bytes());
-    fx.ok(assign("sys-net").as_bytes());
-    fx.ok(b"admin.vm.property.Set+netvm dom0 name work\0");
-    fx.ok(b"admin.vm.Start+ dom0 name work\0");
+    fx.start_work_holding_the_xhci();
     fx.ok(b"admin.vm.Pause+ dom0 name work\0");
     fx.expect(
         b"admin.vm.device.pci.Attached+ dom0 name work\0",
@@ -186,24 +174,6 @@ fn spec_qpcid(dir: tempfile::TempDir, root: &Path) -> Daemon {
         .args(["--pci-ids", &p(&dir.path().join("pci.ids"))])
         .args(["--backend", "sim", "--log-level", "info"]);
     Daemon::start_command(dir, cmd)
-}
-
-fn subscribe(d: &Daemon, dest: &str) -> UnixStream {
-    let mut s = UnixStream::connect(&d.socket).unwrap();
-    std::io::Write::write_all(
-        &mut s,
-        format!("admin.Events+ dom0 name {dest}\0").as_bytes(),
-    )
-    .unwrap();
-    s.shutdown(Shutdown::Write).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s
-}
-
-fn read_frame(s: &mut UnixStream, want: &[u8]) {
-    let mut got = vec![0u8; want.len()];
-    s.read_exact(&mut got).unwrap();
-    assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(want));
 }
 
 #[test]

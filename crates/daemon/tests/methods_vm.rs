@@ -232,15 +232,7 @@ fn s5_2_start_with_pci() {
     );
     fx.ok(b"admin.vm.device.pci.Unassign+dom0+00_1e.0+_ dom0 name work\0");
     // M5: one device, two qubes; the second start names the holder.
-    let assign = |q: &str| {
-        format!(
-            "admin.vm.device.pci.Assign+dom0+00_14.0+0x8086+0xa0ed++p0c0330 dom0 name {q}\0mode='required'"
-        )
-    };
-    fx.ok(assign("work").as_bytes());
-    fx.ok(assign("sys-net").as_bytes());
-    fx.ok(b"admin.vm.property.Set+netvm dom0 name work\0");
-    fx.ok(b"admin.vm.Start+ dom0 name work\0");
+    fx.start_work_holding_the_xhci();
     fx.expect(
         b"admin.vm.Start+ dom0 name sys-net\0",
         b"2\0QubesException\0\0Cannot start sys-net: pci device 00_14.0 (0000:00:14.0) is in use by work, which is running; shut work down first\0",

@@ -5,13 +5,10 @@
 
 mod support;
 
-use std::io::Read;
-use std::net::Shutdown;
-use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use support::{Daemon, exc};
+use support::{Daemon, exc, read_frame, subscribe};
 
 /// dom0's features as the state file on disk has them now.
 fn features_on_disk(d: &Daemon) -> std::collections::BTreeMap<String, String> {
@@ -164,31 +161,13 @@ fn state_survives_a_restart() {
     );
 }
 
-fn subscribe(d: &Daemon, dest: &str) -> UnixStream {
-    let mut s = UnixStream::connect(&d.socket).unwrap();
-    std::io::Write::write_all(
-        &mut s,
-        format!("admin.Events+ dom0 name {dest}\0").as_bytes(),
-    )
-    .unwrap();
-    s.shutdown(Shutdown::Write).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s
-}
-
-fn read_exact_frame(s: &mut UnixStream, want: &[u8]) {
-    let mut got = vec![0u8; want.len()];
-    s.read_exact(&mut got).unwrap();
-    assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(want));
-}
-
 #[test]
 fn events_stream_after_durability_and_ends_on_disconnect() {
     let mut d = Daemon::start(&["--idle-exit", "1"]);
     let mut s = subscribe(&d, "dom0");
-    read_exact_frame(&mut s, b"1\0\0connection-established\0\0");
+    read_frame(&mut s, b"1\0\0connection-established\0\0");
     assert_eq!(d.call("qpci.test.SetFeature", "ev", "dom0", b"on"), b"0\0");
-    read_exact_frame(
+    read_frame(
         &mut s,
         b"1\0dom0\0domain-feature-set:ev\0feature\0ev\0value\0on\0\0",
     );
@@ -198,7 +177,7 @@ fn events_stream_after_durability_and_ends_on_disconnect() {
             .starts_with(b"2\0")
     );
     assert_eq!(d.call("qpci.test.SetFeature", "ev2", "dom0", b""), b"0\0");
-    read_exact_frame(
+    read_frame(
         &mut s,
         b"1\0dom0\0domain-feature-set:ev2\0feature\0ev2\0value\0\0\0",
     );
@@ -227,17 +206,17 @@ fn a_qube_subscriber_gets_only_its_own_events() {
         b"0\0"
     );
     let mut work = subscribe(&d, "work");
-    read_exact_frame(&mut work, b"1\0\0connection-established\0\0");
+    read_frame(&mut work, b"1\0\0connection-established\0\0");
     let mut all = subscribe(&d, "dom0");
-    read_exact_frame(&mut all, b"1\0\0connection-established\0\0");
+    read_frame(&mut all, b"1\0\0connection-established\0\0");
     assert_eq!(d.call("qpci.test.SetFeature", "a", "dom0", b"1"), b"0\0");
     assert_eq!(d.call("qpci.test.SetFeature", "b", "work", b"2"), b"0\0");
     let dom0_event = b"1\0dom0\0domain-feature-set:a\0feature\0a\0value\x001\0\0";
     let work_event = b"1\0work\0domain-feature-set:b\0feature\0b\0value\x002\0\0";
-    read_exact_frame(&mut all, dom0_event);
-    read_exact_frame(&mut all, work_event);
+    read_frame(&mut all, dom0_event);
+    read_frame(&mut all, work_event);
     // The work subscriber's first frame after the greeting is work's event.
-    read_exact_frame(&mut work, work_event);
+    read_frame(&mut work, work_event);
 }
 
 #[test]

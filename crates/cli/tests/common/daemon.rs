@@ -9,6 +9,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use qpci_fixture::HostTree;
+use qpci_fixture::pci::PciTopology;
+use tempfile::TempDir;
+
 // Not every test binary uses every helper.
 #[allow(unused_imports)]
 pub use qpci_fixture::daemon::{answers, qpcid, target_dir};
@@ -46,6 +50,41 @@ impl Daemon {
             }),
             Err(why) => unavailable(&format!("qpcid did not come up: {why}")),
         }
+    }
+
+    /// Starts qpcid with no extra flags on the laptop fixture with a Xen
+    /// dom0, in a fresh folder: the daemon, its folder and host tree (to
+    /// restart it on), or `None` when qpcid is unavailable.
+    pub fn start_xen_laptop() -> Option<(Self, TempDir, HostTree)> {
+        let mut topology = PciTopology::laptop();
+        topology.xen_dom0();
+        let tree = topology.build();
+        let dir = tempfile::tempdir().unwrap();
+        let d = Self::start(dir.path(), tree.root(), &[])?;
+        Some((d, dir, tree))
+    }
+
+    /// Runs a tool against this daemon: (stdout, stderr, exit code).
+    pub fn run(&self, bin: &str, args: &[&str]) -> (String, String, i32) {
+        super::outcome(&mut self.cmd(bin, args))
+    }
+
+    /// Runs a tool that must succeed; returns its stdout.
+    #[track_caller]
+    pub fn ok(&self, bin: &str, args: &[&str]) -> String {
+        let (out, err, code) = self.run(bin, args);
+        assert_eq!(code, 0, "{bin} {args:?}: {err}");
+        out
+    }
+
+    /// Runs a tool that must succeed and say nothing on stderr; returns its
+    /// stdout.
+    #[track_caller]
+    pub fn ok_quiet(&self, bin: &str, args: &[&str]) -> String {
+        let (out, err, code) = self.run(bin, args);
+        assert_eq!(code, 0, "{bin} {args:?}: {err}");
+        assert_eq!(err, "", "{bin} {args:?}");
+        out
     }
 
     /// A tool binary pointed at this daemon.

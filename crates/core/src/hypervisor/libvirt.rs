@@ -207,6 +207,15 @@ impl LibvirtHypervisor {
         }
     }
 
+    /// The addresses of the devices `qube` holds, for an error to name.
+    fn held_addresses(&self, qube: &QubeName) -> Vec<PciAddress> {
+        self.runtime
+            .attached(qube)
+            .iter()
+            .map(|d| d.address)
+            .collect()
+    }
+
     /// The domain named `qube`, `None` when libvirt has none.
     fn lookup(
         &self,
@@ -296,12 +305,7 @@ impl LibvirtHypervisor {
                     && let Err(e) = dom.destroy()
                     && dom.is_active().unwrap_or(true)
                 {
-                    let devices: Vec<PciAddress> = self
-                        .runtime
-                        .attached(qube)
-                        .iter()
-                        .map(|d| d.address)
-                        .collect();
+                    let devices = self.held_addresses(qube);
                     return Err(self.error(action, qube, &devices, message(&e)));
                 }
                 if self.config.lifetime == DomainLifetime::UntilHalt
@@ -323,12 +327,7 @@ impl LibvirtHypervisor {
         if !check_run_state(&self.runtime, qube, to)? {
             return Ok(());
         }
-        let devices: Vec<PciAddress> = self
-            .runtime
-            .attached(qube)
-            .iter()
-            .map(|d| d.address)
-            .collect();
+        let devices = self.held_addresses(qube);
         let (action, wanted) = match to {
             RunState::Paused => ("pause", DomainState::Paused),
             RunState::Running => ("unpause", DomainState::Running),

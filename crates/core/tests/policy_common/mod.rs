@@ -1,6 +1,8 @@
 //! Hand-built hosts, qubes and runtime states for the policy tests.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod sim;
+
 use qpci_core::policy::{AssignPlan, BindStep, DetachPlan, StartDecision, StopPlan, UnassignPlan};
 use qpci_core::registry::{AssignMode, PciAssignment, PortSpec, Qube, QubeClass, VirtMode};
 use qpci_core::runtime::{ActiveQube, AttachedDevice, RunState, RuntimeState};
@@ -8,6 +10,9 @@ use qpci_host::{
     CriticalReason, HostFlavour, Inventory, PciDevice, ResetDomain, ResetInfo, ResetMethod,
 };
 use qpci_types::{AssignOptions, ClassCode, DeviceIdentity, PciAddress, PciPath, QubeName};
+
+/// The identity of the xHCI controller at port 00_14.0 of [`host`].
+pub const USB: &str = "0x8086:0xa0ed::p0c0330";
 
 /// `0000:BB:DD.F`.
 pub fn addr(text: &str) -> PciAddress {

@@ -216,6 +216,20 @@ impl Fixture {
         got[2..].to_vec()
     }
 
+    /// The xHCI controller (00_14.0) assigned as required to both work and
+    /// sys-net, sys-net work's netvm, and work started: work holds the
+    /// device that sys-net's start then wants.
+    pub fn start_work_holding_the_xhci(&mut self) {
+        for q in ["work", "sys-net"] {
+            self.ok(format!(
+                "admin.vm.device.pci.Assign+dom0+00_14.0+0x8086+0xa0ed++p0c0330 dom0 name {q}\0mode='required'"
+            )
+            .as_bytes());
+        }
+        self.ok(b"admin.vm.property.Set+netvm dom0 name work\0");
+        self.ok(b"admin.vm.Start+ dom0 name work\0");
+    }
+
     /// The last call's events.
     pub fn events(&self) -> Vec<Event> {
         self.last

@@ -15,7 +15,10 @@
 
 pub mod table;
 
+use std::io::{Read, Write};
+use std::net::Shutdown;
 use std::ops::{Deref, DerefMut};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::time::Duration;
@@ -70,6 +73,24 @@ pub fn term(pid: u32) {
 /// `2\0<class>\0\0<message>\0`.
 pub fn exc(class: &str, message: &str) -> Vec<u8> {
     format!("2\0{class}\0\0{message}\0").into_bytes()
+}
+
+/// A connection to `d` subscribed to the events for `dest` (`admin.Events`),
+/// its write side closed, reads timing out after 10 s.
+pub fn subscribe(d: &Daemon, dest: &str) -> UnixStream {
+    let mut s = UnixStream::connect(&d.socket).unwrap();
+    s.write_all(format!("admin.Events+ dom0 name {dest}\0").as_bytes())
+        .unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// Reads exactly `want.len()` bytes from `s` and asserts they are `want`.
+pub fn read_frame(s: &mut UnixStream, want: &[u8]) {
+    let mut got = vec![0u8; want.len()];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(want));
 }
 
 /// A running daemon (raw calls, log, kill on drop: through `Deref`) and
