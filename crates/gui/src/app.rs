@@ -154,15 +154,18 @@ impl App {
         });
         egui::Panel::bottom("buttons").show(ui, |ui| self.show_buttons(ui));
         egui::CentralPanel::default().show(ui, |ui| {
-            let running = self.model().is_some_and(|m| m.base.running());
-            if running {
+            let state = self
+                .model()
+                .filter(|m| m.base.running())
+                .map(|m| m.base.state.to_lowercase());
+            if let Some(state) = state {
                 egui::Frame::new()
                     .fill(Color32::from_rgb(255, 243, 205))
                     .inner_margin(6.0)
                     .show(ui, |ui| {
                         ui.label(
                             RichText::new(format!(
-                                "{} is running: changes apply at its next start.",
+                                "{} is {state}: changes apply at its next start.",
                                 self.qube
                             ))
                             .color(Color32::from_rgb(102, 77, 3)),

@@ -667,17 +667,30 @@ impl Model {
             });
         }
         for u in device.used_by.iter().filter(|u| u.attached) {
+            // A paused holder cannot simply shut down: it is killed, or
+            // unpaused first.
+            let paused = self.base.states.get(&u.qube).is_some_and(|s| s == "Paused");
             let text = if u.qube == me {
                 "attached to this qube now".to_owned()
+            } else if paused {
+                format!("held by paused qube {}", u.qube)
             } else {
                 format!("held by running qube {}", u.qube)
             };
+            let why = if paused {
+                format!(
+                    "{q} is paused with this device; another qube cannot start with it until {q} is killed (or unpaused and shut down).",
+                    q = u.qube
+                )
+            } else {
+                format!(
+                    "{q} is running with this device; another qube cannot start with it until {q} shuts down.",
+                    q = u.qube
+                )
+            };
             out.push(Badge {
                 text,
-                why: format!(
-                    "{} is running with this device; another qube cannot start with it until {} shuts down.",
-                    u.qube, u.qube
-                ),
+                why,
                 severe: u.qube != me,
             });
         }

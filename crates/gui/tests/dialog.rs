@@ -348,6 +348,39 @@ fn the_running_banner_and_manual_refresh() {
 }
 
 #[test]
+fn a_paused_holder_is_shown_as_paused() {
+    let Some(d) = Daemon::start(common::laptop()) else {
+        return;
+    };
+    d.ok(
+        "admin.vm.device.pci.Assign",
+        "dom0+00_14.0+0x8086+0xa0ed++p0c0330",
+        "work",
+        b"mode='required' _no-strict-reset='True'",
+    );
+    // Its IOMMU group peer goes along.
+    d.ok(
+        "admin.vm.device.pci.Assign",
+        "dom0+00_14.2+0x8086+0xa0ef++p050000",
+        "work",
+        b"mode='required' _no-strict-reset='True'",
+    );
+    d.ok("admin.vm.Start", "", "work", b"");
+    // One badge per held device (the xHCI and its group peer).
+    let h = open(&d, "sys-usb", Tab::Devices);
+    assert_eq!(h.query_all_by_label("held by running qube work").count(), 2);
+    d.ok("admin.vm.Pause", "", "work", b"");
+    let h = open(&d, "sys-usb", Tab::Devices);
+    assert_eq!(h.query_all_by_label("held by paused qube work").count(), 2);
+    assert_eq!(h.query_all_by_label("held by running qube work").count(), 0);
+    let h = open(&d, "work", Tab::Devices);
+    assert!(
+        h.query_by_label("work is paused: changes apply at its next start.")
+            .is_some()
+    );
+}
+
+#[test]
 fn clear_windows_when_nothing_can_be_loaded() {
     // No daemon at the socket.
     let dir = tempfile::tempdir().unwrap();
