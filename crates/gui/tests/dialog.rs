@@ -9,7 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::Daemon;
+use common::{Daemon, XHCI, XHCI_PEER};
 use eframe::egui;
 use eframe::egui::accesskit::Role;
 use egui_kittest::Harness;
@@ -139,12 +139,7 @@ fn strict_reset_is_stored_and_shown_when_reopened() {
     let Some(d) = Daemon::start(common::laptop()) else {
         return;
     };
-    d.ok(
-        "admin.vm.device.pci.Assign",
-        "dom0+00_14.0+0x8086+0xa0ed++p0c0330",
-        "work",
-        b"mode='required'",
-    );
+    d.assign("work", XHCI, b"mode='required'");
     let mut h = open(&d, "work", Tab::Devices);
     click_row(&mut h, "00_14.0");
     click(&mut h, "Configure strict reset…");
@@ -232,12 +227,7 @@ fn balancing_and_pvh_are_disabled_with_devices() {
     assert!(h.query_by_label(BALANCING_REASON).is_none());
     drop(h);
 
-    d.ok(
-        "admin.vm.device.pci.Assign",
-        "dom0+00_14.0+0x8086+0xa0ed++p0c0330",
-        "work",
-        b"mode='required'",
-    );
+    d.assign("work", XHCI, b"mode='required'");
     let mut h = open(&d, "work", Tab::Advanced);
     let balancing = h.get_by_label("Include in memory balancing");
     assert!(balancing.accesskit_node().is_disabled());
@@ -316,12 +306,7 @@ fn the_dialog_refreshes_on_daemon_events() {
     click_row(&mut h, "00_02.0");
     click(&mut h, ">");
     std::thread::sleep(Duration::from_millis(300));
-    d.ok(
-        "admin.vm.device.pci.Assign",
-        "dom0+00_14.0+0x8086+0xa0ed++p0c0330",
-        "work",
-        b"mode='required'",
-    );
+    d.assign("work", XHCI, b"mode='required'");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !is_selected(&h, "00_14.0") && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
@@ -352,17 +337,11 @@ fn a_paused_holder_is_shown_as_paused() {
     let Some(d) = Daemon::start(common::laptop()) else {
         return;
     };
-    d.ok(
-        "admin.vm.device.pci.Assign",
-        "dom0+00_14.0+0x8086+0xa0ed++p0c0330",
-        "work",
-        b"mode='required' _no-strict-reset='True'",
-    );
+    d.assign("work", XHCI, b"mode='required' _no-strict-reset='True'");
     // Its IOMMU group peer goes along.
-    d.ok(
-        "admin.vm.device.pci.Assign",
-        "dom0+00_14.2+0x8086+0xa0ef++p050000",
+    d.assign(
         "work",
+        XHCI_PEER,
         b"mode='required' _no-strict-reset='True'",
     );
     d.ok("admin.vm.Start", "", "work", b"");

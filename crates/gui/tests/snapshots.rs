@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::Daemon;
+use common::{Daemon, XHCI};
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 use qubes_vm_settings::{App, Tab};
@@ -15,18 +15,8 @@ use qubes_vm_settings::{App, Tab};
 /// the Wi-Fi, so the rows show their badges.
 fn daemon() -> Option<Daemon> {
     let d = Daemon::start(common::laptop())?;
-    d.ok(
-        "admin.vm.device.pci.Assign",
-        "dom0+00_14.0+0x8086+0xa0ed++p0c0330",
-        "work",
-        b"mode='required' _no-strict-reset='True'",
-    );
-    d.ok(
-        "admin.vm.device.pci.Assign",
-        "dom0+00_14.0+0x8086+0xa0ed++p0c0330",
-        "sys-usb",
-        b"mode='required'",
-    );
+    d.assign("work", XHCI, b"mode='required' _no-strict-reset='True'");
+    d.assign("sys-usb", XHCI, b"mode='required'");
     Some(d)
 }
 

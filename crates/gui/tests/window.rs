@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Daemon;
+use common::{Daemon, XHCI};
 
 fn skip(why: &str) {
     if std::env::var_os("QPCI_GUI_X11_REQUIRED").is_some_and(|v| v == "1") {
@@ -56,16 +56,10 @@ fn devices_tab_in_a_real_window_with_a_screenshot() {
     let Some(d) = Daemon::start(common::laptop()) else {
         return;
     };
-    d.ok(
-        "admin.vm.device.pci.Assign",
-        "dom0+00_14.0+0x8086+0xa0ed++p0c0330",
+    d.assign("work", XHCI, b"mode='required' _no-strict-reset='True'");
+    d.assign(
         "work",
-        b"mode='required' _no-strict-reset='True'",
-    );
-    d.ok(
-        "admin.vm.device.pci.Assign",
         "dom0+00_02.0+0x8086+0x9a49++p030000",
-        "work",
         b"mode='required'",
     );
     let shots = common::target_dir().parent().unwrap().join("screenshots");

@@ -31,6 +31,12 @@ pub struct Daemon {
     pub socket: PathBuf,
 }
 
+/// The laptop's xHCI as an assignment argument.
+pub const XHCI: &str = "dom0+00_14.0+0x8086+0xa0ed++p0c0330";
+
+/// Its IOMMU group peer (a RAM controller with no driver).
+pub const XHCI_PEER: &str = "dom0+00_14.2+0x8086+0xa0ef++p050000";
+
 /// The laptop fixture (KVM: IOMMU groups; a host bridge, root ports, a
 /// Thunderbolt switch, USB, Wi-Fi, NVMe behind VMD, ...).
 pub fn laptop() -> HostTree {
@@ -88,6 +94,12 @@ impl Daemon {
             Ok(data) => data,
             Err(e) => panic!("{method}+{arg} {dest}: {e}"),
         }
+    }
+
+    /// Assigns `device` (`dom0+PORT+VENDOR+PRODUCT++pCLASS`, e.g. [`XHCI`])
+    /// to `qube` with these options (`mode='required' ...`).
+    pub fn assign(&self, qube: &str, device: &str, options: &[u8]) {
+        self.ok("admin.vm.device.pci.Assign", device, qube, options);
     }
 
     /// `admin.vm.device.pci.Assigned` of `qube`, as text.
