@@ -15,7 +15,7 @@ mod common;
 use common::daemon::Daemon;
 use common::{offline, outcome};
 use qpci_fixture::HostTree;
-use qpci_fixture::modules::{Modules, write_loaded_module};
+use qpci_fixture::modules::{Modules, write_vfio_pci_loaded};
 use qpci_fixture::pci::PciTopology;
 
 const RELEASE: &str = "6.1.0-test-amd64";
@@ -127,7 +127,7 @@ fn without_emulate_kernel_the_plan_is_printed_and_nothing_changes() {
         .driver_override("vfio-pci");
     let tree = t.build();
     Modules::desktop(RELEASE).write_to(&tree);
-    write_loaded_module(&tree, "vfio_pci", &["vfio-pci".into()], false, true);
+    write_vfio_pci_loaded(&tree);
     let dir = tempfile::tempdir().unwrap();
     let Some(d) = Daemon::start(dir.path(), tree.root(), &["--flavour", "kvm"]) else {
         return;

@@ -95,13 +95,7 @@ fn xhci_left_on_vfio() -> HostTree {
         .driver_override("vfio-pci");
     let tree = t.build();
     modules().write_to(&tree);
-    qpci_fixture::modules::write_loaded_module(
-        &tree,
-        "vfio_pci",
-        &["vfio-pci".into()],
-        false,
-        true,
-    );
+    qpci_fixture::modules::write_vfio_pci_loaded(&tree);
     tree
 }
 

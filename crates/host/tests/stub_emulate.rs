@@ -157,13 +157,7 @@ fn vfio_probe_rules() {
         .iommu_group(12)
         .file("sriov_numvfs", "2\n");
     let tree = t.build();
-    qpci_fixture::modules::write_loaded_module(
-        &tree,
-        "vfio_pci",
-        &["vfio-pci".into()],
-        false,
-        true,
-    );
+    qpci_fixture::modules::write_vfio_pci_loaded(&tree);
     let k = kernel(&tree);
     for a in ["0000:00:0a.0", "0000:00:0b.0"] {
         w(

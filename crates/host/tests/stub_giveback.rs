@@ -7,7 +7,7 @@
 mod stub_common;
 
 use qpci_fixture::HostTree;
-use qpci_fixture::modules::{Modules, write_loaded_module};
+use qpci_fixture::modules::{Modules, write_vfio_pci_loaded};
 use qpci_host::stub::errno::{EINVAL, EIO, ENODEV};
 use qpci_host::stub::modalias::{AliasSource, ModaliasError};
 use qpci_host::stub::{
@@ -274,7 +274,7 @@ fn bad_input_is_a_clear_error_and_changes_nothing() {
             .file("modalias", text);
         let tree = t.build();
         Modules::desktop(RELEASE).write_to(&tree);
-        write_loaded_module(&tree, "vfio_pci", &["vfio-pci".into()], false, true);
+        write_vfio_pci_loaded(&tree);
         match bad(&tree, "0000:00:14.0") {
             StubError::Modalias {
                 source: ModaliasError::Empty { .. },
@@ -318,7 +318,7 @@ fn without_modules_alias_a_builtin_still_resolves() {
     let mut m = Modules::desktop(RELEASE);
     m.without_alias_file();
     m.write_to(&tree);
-    write_loaded_module(&tree, "vfio_pci", &["vfio-pci".into()], false, true);
+    write_vfio_pci_loaded(&tree);
     let (res, calls, _) = give_back(&tree, &req("0000:00:0e.0"), &Guards::default(), Fault::None);
     let report = res.unwrap();
     assert_eq!(report.modules[0].source, AliasSource::Builtin);
@@ -348,7 +348,7 @@ fn two_matching_modules_are_both_loaded_and_the_kernel_picks() {
         .alias("pci:v00008086d0000A0C8sv*sd*bc*sc*i*")
         .driver("snd_hda_intel");
     m.write_to(&tree);
-    write_loaded_module(&tree, "vfio_pci", &["vfio-pci".into()], false, true);
+    write_vfio_pci_loaded(&tree);
     let (res, calls, _) = give_back(&tree, &req("0000:00:1f.3"), &Guards::default(), Fault::None);
     let report = res.unwrap();
     let names: Vec<&str> = report.modules.iter().map(|m| m.module.as_str()).collect();
@@ -378,7 +378,7 @@ fn a_blacklisted_match_is_reported_and_not_loaded() {
         "# no SOF\nblacklist snd-sof-pci-intel-tgl\n",
     );
     m.write_to(&tree);
-    write_loaded_module(&tree, "vfio_pci", &["vfio-pci".into()], false, true);
+    write_vfio_pci_loaded(&tree);
     let (res, calls, _) = give_back(&tree, &req("0000:00:1f.3"), &Guards::default(), Fault::None);
     let report = res.unwrap();
     assert_eq!(calls, vec!["snd_hda_intel"]);
@@ -409,7 +409,7 @@ fn builtin_nvme_without_aliases() -> HostTree {
         .driver("virtio-pci")
         .loaded();
     m.write_to(&tree);
-    write_loaded_module(&tree, "vfio_pci", &["vfio-pci".into()], false, true);
+    write_vfio_pci_loaded(&tree);
     tree
 }
 
@@ -497,7 +497,7 @@ fn a_matched_builtin_without_a_known_driver_is_probed_too() {
         .builtin()
         .no_sysfs_drivers();
     m.write_to(&tree);
-    write_loaded_module(&tree, "vfio_pci", &["vfio-pci".into()], false, true);
+    write_vfio_pci_loaded(&tree);
     let k = EmulatedKernel::new(root(&tree))
         .unwrap()
         .with_id_table("nvme-host", &["pci:v*d*sv*sd*bc01sc08i02*"]);
@@ -532,7 +532,7 @@ fn no_alias_match_and_nothing_binds_goes_back_on_the_stub_with_an_error() {
         }
         let tree = t.build();
         Modules::desktop(RELEASE).write_to(&tree);
-        write_loaded_module(&tree, "vfio_pci", &["vfio-pci".into()], false, true);
+        write_vfio_pci_loaded(&tree);
         let before = snapshot(&tree);
         let (res, calls, writes) =
             give_back(&tree, &req("0000:00:1f.3"), &Guards::default(), Fault::None);

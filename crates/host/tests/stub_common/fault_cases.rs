@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use qpci_fixture::HostTree;
-use qpci_fixture::modules::{Modules, write_loaded_module};
+use qpci_fixture::modules::{Modules, write_loaded_module, write_vfio_pci_loaded};
 use qpci_host::HostRoot;
 use qpci_host::stub::{
     BindFailure, BindPlan, EmulatedKernel, Engine, EngineOptions, FakeModprobe, GiveBackRequest,
@@ -42,7 +42,7 @@ pub fn finish(tree: HostTree, xen: bool) -> HostTree {
     if xen {
         write_loaded_module(&tree, "xen_pciback", &["pciback".into()], false, true);
     } else {
-        write_loaded_module(&tree, "vfio_pci", &["vfio-pci".into()], false, true);
+        write_vfio_pci_loaded(&tree);
     }
     for d in DEVICES {
         tree.write(format!("sys/bus/pci/devices/{d}/remove"), "");

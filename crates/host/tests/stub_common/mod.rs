@@ -13,7 +13,7 @@ use std::fs;
 use std::time::Duration;
 
 use qpci_fixture::HostTree;
-use qpci_fixture::modules::{Modules, write_loaded_module};
+use qpci_fixture::modules::{Modules, write_loaded_module, write_vfio_pci_loaded};
 use qpci_fixture::pci::PciTopology;
 use qpci_host::HostRoot;
 use qpci_host::stub::{BindDevice, BindPlan, EngineOptions, Stub};
@@ -84,7 +84,7 @@ pub fn kvm(vfio_loaded: bool) -> HostTree {
     let tree = topology().build();
     Modules::desktop(RELEASE).write_to(&tree);
     if vfio_loaded {
-        write_loaded_module(&tree, "vfio_pci", &["vfio-pci".into()], false, true);
+        write_vfio_pci_loaded(&tree);
     }
     tree
 }
@@ -183,6 +183,6 @@ pub fn wifi_on_vfio() -> HostTree {
     .alias("pci:v00008086d00002723sv*sd*bc*sc*i*")
     .driver("iwlwifi");
     m.write_to(&tree);
-    write_loaded_module(&tree, "vfio_pci", &["vfio-pci".into()], false, true);
+    write_vfio_pci_loaded(&tree);
     tree
 }
