@@ -10,8 +10,8 @@
 
 use clap::Command;
 
+use super::power::selected;
 use super::{Ctx, Kind};
-use crate::admin::VmEntry;
 use crate::argparse::{self, flag};
 use crate::error::CliError;
 use crate::vmargs;
@@ -43,12 +43,6 @@ pub fn command(kind: Kind) -> Command {
         argparse::base("qvm-unpause", "Unpause qubes", UNPAUSE_EXAMPLES)
     };
     vmargs::add_args(cmd, "every qube except dom0")
-}
-
-fn selected(ctx: &Ctx<'_, '_>) -> Result<Vec<VmEntry>, CliError> {
-    let sel = vmargs::from_matches(&ctx.prog, &ctx.cmd, &ctx.m, true)?;
-    let vms = ctx.vm_list()?;
-    vmargs::resolve(&ctx.prog, &ctx.cmd, &vms, &sel, false)
 }
 
 /// `qvm-pause`.

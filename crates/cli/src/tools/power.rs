@@ -66,7 +66,9 @@ pub fn command(kind: Kind) -> Command {
     vmargs::add_args(cmd, "every qube except dom0")
 }
 
-fn selected(ctx: &Ctx<'_, '_>) -> Result<Vec<VmEntry>, CliError> {
+/// The qubes named on the command line (or `--all` minus `--exclude`), as
+/// the power tools (and qvm-pause/qvm-unpause) select them.
+pub(super) fn selected(ctx: &Ctx<'_, '_>) -> Result<Vec<VmEntry>, CliError> {
     let sel = vmargs::from_matches(&ctx.prog, &ctx.cmd, &ctx.m, true)?;
     let vms = ctx.vm_list()?;
     vmargs::resolve(&ctx.prog, &ctx.cmd, &vms, &sel, false)
